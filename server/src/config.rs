@@ -1,0 +1,200 @@
+//! Server configuration: command-line flags, environment variables and an optional TOML file.
+//!
+//! Precedence, highest first: a flag on the command line, its `FRESHET_*` environment
+//! variable, the config file (`--config FILE`), the built-in default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags shared by `freshet serve` and `freshet demo`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, env = "FRESHET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for everything the server remembers [default: ./freshet-data].
+    #[arg(long, env = "FRESHET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL wire protocol address; port 0 picks a free port [default: 127.0.0.1:5433].
+    #[arg(long, env = "FRESHET_PG_ADDR")]
+    pub pg_addr: Option<SocketAddr>,
+    /// Arrow Flight SQL address [default: 127.0.0.1:50051].
+    #[arg(long, env = "FRESHET_FLIGHT_ADDR")]
+    pub flight_addr: Option<SocketAddr>,
+    /// HTTP address for /health and /metrics [default: 127.0.0.1:8080].
+    #[arg(long, env = "FRESHET_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// A directory local files may be read from and written to (repeatable). Replaces the
+    /// default roots: the data directory and the directory the server was started in.
+    #[arg(long = "allow-path", env = "FRESHET_ALLOW_PATHS", value_delimiter = ',')]
+    pub allow_paths: Vec<PathBuf>,
+    /// SQL file run at start-up, statement by statement.
+    #[arg(long, env = "FRESHET_INIT_SQL")]
+    pub init_sql: Option<PathBuf>,
+    /// Maximum simultaneous pgwire connections [default: 256].
+    #[arg(long, env = "FRESHET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    pg_addr: Option<SocketAddr>,
+    flight_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    allowed_roots: Option<Vec<PathBuf>>,
+    init_sql: Option<PathBuf>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    auth: AuthConfig,
+}
+
+/// `[auth]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.users]]` entries. No users means no authentication.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// One user allowed to connect.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub pg_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub allowed_roots: Vec<PathBuf>,
+    pub init_sql: Option<PathBuf>,
+    pub max_connections: usize,
+    pub auth: AuthConfig,
+    /// Where the server was started; relative paths in SQL resolve here.
+    pub base_dir: PathBuf,
+}
+
+fn addr(text: &str) -> SocketAddr {
+    // Only called on the constants below, which are valid addresses.
+    text.parse().expect("built-in address")
+}
+
+impl Config {
+    /// Merges flags (which clap already merged with the environment), the config file and
+    /// the defaults.
+    pub fn load(args: &ServeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("could not read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let base_dir = std::env::current_dir().context("could not read the current directory")?;
+        let absolute = |p: PathBuf| if p.is_absolute() { p } else { base_dir.join(p) };
+        let allowed_roots = if args.allow_paths.is_empty() {
+            file.allowed_roots.unwrap_or_default()
+        } else {
+            args.allow_paths.clone()
+        };
+        let config = Config {
+            data_dir: absolute(
+                args.data_dir
+                    .clone()
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from("freshet-data")),
+            ),
+            pg_addr: args.pg_addr.or(file.pg_addr).unwrap_or_else(|| addr("127.0.0.1:5433")),
+            flight_addr: args
+                .flight_addr
+                .or(file.flight_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:50051")),
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| addr("127.0.0.1:8080")),
+            allowed_roots: allowed_roots.into_iter().map(absolute).collect(),
+            init_sql: args.init_sql.clone().or(file.init_sql),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(256),
+            auth: file.auth,
+            base_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        for user in &self.auth.users {
+            if user.name.is_empty() || user.password.is_empty() {
+                bail!("every [[auth.users]] entry needs a non-empty name and password");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether clients must authenticate.
+    pub fn auth_enabled(&self) -> bool {
+        !self.auth.users.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("freshet.toml");
+        std::fs::write(
+            &path,
+            "pg_addr = \"127.0.0.1:6000\"\nhttp_addr = \"127.0.0.1:6001\"\n[[auth.users]]\nname = \"a\"\npassword = \"b\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            pg_addr: Some(addr("127.0.0.1:7000")),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.pg_addr, addr("127.0.0.1:7000"));
+        assert_eq!(config.http_addr, addr("127.0.0.1:6001"));
+        assert_eq!(config.flight_addr, addr("127.0.0.1:50051"));
+        assert!(config.auth_enabled());
+        assert!(config.data_dir.is_absolute());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("freshet.toml");
+        std::fs::write(&path, "pg_adr = \"127.0.0.1:6000\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let err = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(err.contains("pg_adr"), "{err}");
+    }
+}

@@ -1,0 +1,586 @@
+//! The PostgreSQL wire protocol frontend.
+//!
+//! Every statement goes through the engine's entry point ([`Engine::prepare`] /
+//! [`Engine::execute_prepared`]); this module only translates between pgwire messages and
+//! engine types: Arrow results to rows (through `arrow-pg`), [`EngineError`] to an
+//! `ErrorResponse` with its SQLSTATE (in [`error_info`], the one place), parameters to
+//! DataFusion values. It also owns the connection-level concerns: authentication, cancel
+//! requests, `statement_timeout` and the connection limit.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use futures::{stream, Sink, SinkExt, Stream, StreamExt};
+use freshet_sql::datafusion::arrow::array::RecordBatch;
+use freshet_sql::datafusion::arrow::datatypes::DataType;
+use freshet_sql::datafusion::execution::SendableRecordBatchStream;
+use freshet_sql::{split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind};
+use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, AuthSource,
+    DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, METADATA_USER,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::DataRow;
+use pgwire::messages::startup::{ParameterStatus, SecretKey};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::types::format::FormatOptions;
+use tokio::sync::watch;
+
+use crate::config::User;
+use crate::metrics::Metrics;
+
+/// SCRAM iterations, as PostgreSQL's default.
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// Maps an engine error to a pgwire error: the one place SQLSTATEs are chosen.
+pub fn error_info(err: &EngineError) -> ErrorInfo {
+    ErrorInfo::new(
+        "ERROR".to_string(),
+        err.kind().sqlstate().to_string(),
+        err.message().to_string(),
+    )
+}
+
+fn pg_error(err: EngineError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&err)))
+}
+
+/// Everything the pgwire frontend shares across connections.
+pub struct PgFrontend {
+    engine: Engine,
+    users: Option<Arc<UserStore>>,
+    cancels: Arc<CancelRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl PgFrontend {
+    pub fn new(engine: Engine, users: &[User], metrics: Arc<Metrics>) -> Arc<Self> {
+        let users = (!users.is_empty()).then(|| Arc::new(UserStore::new(users)));
+        Arc::new(Self {
+            engine,
+            users,
+            cancels: Arc::new(CancelRegistry::default()),
+            metrics,
+        })
+    }
+}
+
+/// The per-connection handlers pgwire asks for.
+pub struct Handlers {
+    frontend: Arc<PgFrontend>,
+    queries: Arc<QueryHandler>,
+}
+
+impl Handlers {
+    pub fn new(frontend: Arc<PgFrontend>) -> Self {
+        let queries = Arc::new(QueryHandler {
+            frontend: frontend.clone(),
+            parser: Arc::new(StatementParser {
+                frontend: frontend.clone(),
+            }),
+        });
+        Self { frontend, queries }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        // A fresh handler per connection: the SCRAM handler keeps the exchange's state.
+        Arc::new(match &self.frontend.users {
+            Some(users) => Startup::Scram(Box::new(
+                SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+                    .with_scram(scram(users.clone())),
+            )),
+            None => Startup::Trust,
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.frontend.cancels.clone()
+    }
+}
+
+fn scram(users: Arc<UserStore>) -> ScramAuth {
+    let mut auth = ScramAuth::new(users);
+    auth.set_iterations(SCRAM_ITERATIONS);
+    auth
+}
+
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = freshet_sql::PG_SERVER_VERSION.to_string();
+    parameters.time_zone = "UTC".to_string();
+    parameters.date_style = "ISO, MDY".to_string();
+    parameters.application_name = None;
+    parameters
+}
+
+/// Authentication at connection start-up: none (any user name) or SCRAM-SHA-256.
+enum Startup {
+    Trust,
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Scram(handler) => handler.on_startup(client, message).await,
+            Startup::Trust => {
+                if let PgWireFrontendMessage::Startup(ref startup) = message {
+                    protocol_negotiation(client, startup).await?;
+                    save_startup_parameters_to_metadata(client, startup);
+                    let (pid, secret_key) = RandomPidSecretKeyGenerator::default().generate(client);
+                    client.set_pid_and_secret_key(pid, secret_key);
+                    finish_authentication(client, &server_parameters()).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Users from the configuration, with SCRAM salted passwords computed once.
+#[derive(Debug)]
+struct UserStore {
+    salted: HashMap<String, (Vec<u8>, Vec<u8>)>,
+}
+
+impl UserStore {
+    fn new(users: &[User]) -> Self {
+        let salted = users
+            .iter()
+            .map(|u| {
+                let salt = rand::random::<[u8; 16]>().to_vec();
+                let hash = gen_salted_password(&u.password, &salt, SCRAM_ITERATIONS);
+                (u.name.clone(), (salt, hash))
+            })
+            .collect();
+        Self { salted }
+    }
+}
+
+#[async_trait]
+impl AuthSource for UserStore {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.salted.get(user) {
+            Some((salt, hash)) => Ok(Password::new(Some(salt.clone()), hash.clone())),
+            // An unknown user gets a password nobody knows, so the exchange fails exactly like
+            // a wrong password and does not reveal which user names exist.
+            None => {
+                let salt = rand::random::<[u8; 16]>().to_vec();
+                let secret = rand::random::<[u8; 32]>();
+                let hash = gen_salted_password(&format!("{secret:?}"), &salt, SCRAM_ITERATIONS);
+                Ok(Password::new(Some(salt), hash))
+            }
+        }
+    }
+}
+
+/// Cancellation of the statement running on a connection.
+///
+/// pgwire's own cancel support only covers the moment a statement is planned; rows are produced
+/// later, while they are sent. So each connection has a canceller that covers planning and every
+/// row, and the cancel handler finds it by (pid, secret key).
+#[derive(Default)]
+struct Canceller {
+    current: Mutex<Option<watch::Sender<bool>>>,
+}
+
+impl Canceller {
+    fn start(&self) -> watch::Receiver<bool> {
+        let (sender, receiver) = watch::channel(false);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        receiver
+    }
+
+    fn cancel(&self) {
+        if let Some(sender) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = sender.send(true);
+        }
+    }
+}
+
+#[derive(Default)]
+struct CancelRegistry {
+    connections: Mutex<Vec<(i32, SecretKey, Weak<Canceller>)>>,
+}
+
+impl CancelRegistry {
+    fn register(&self, pid: i32, key: SecretKey, canceller: &Arc<Canceller>) {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        connections.retain(|(_, _, weak)| weak.strong_count() > 0);
+        connections.push((pid, key, Arc::downgrade(canceller)));
+    }
+}
+
+#[async_trait]
+impl CancelHandler for CancelRegistry {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let target = {
+            let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            connections
+                .iter()
+                .find(|(pid, key, _)| *pid == request.pid && key.eq_value(&request.secret_key))
+                .and_then(|(_, _, weak)| weak.upgrade())
+        };
+        match target {
+            Some(canceller) => {
+                tracing::info!(pid = request.pid, "cancel request");
+                canceller.cancel();
+            }
+            None => tracing::debug!(pid = request.pid, "cancel request for no known connection"),
+        }
+    }
+}
+
+/// What a connection keeps between statements.
+struct Connection {
+    session: Session,
+    canceller: Arc<Canceller>,
+    _counted: ConnectionCount,
+}
+
+/// Counts a connection as active until dropped with it.
+struct ConnectionCount(Arc<Metrics>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.pg_connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The handler for both query protocols.
+pub struct QueryHandler {
+    frontend: Arc<PgFrontend>,
+    parser: Arc<StatementParser>,
+}
+
+fn connection<C: ClientInfo>(frontend: &PgFrontend, client: &C) -> Arc<Connection> {
+    client.session_extensions().get_or_insert_with(|| {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "freshet".to_string());
+        let canceller = Arc::new(Canceller::default());
+        let (pid, key) = client.pid_and_secret_key();
+        frontend.cancels.register(pid, key, &canceller);
+        frontend.metrics.pg_connections_active.fetch_add(1, Ordering::Relaxed);
+        frontend.metrics.pg_connections_total.fetch_add(1, Ordering::Relaxed);
+        Connection {
+            session: frontend.engine.new_session(&user),
+            canceller,
+            _counted: ConnectionCount(frontend.metrics.clone()),
+        }
+    })
+}
+
+/// Limits on one statement: the client's cancel request and `statement_timeout`.
+#[derive(Clone)]
+struct Guard {
+    cancel: watch::Receiver<bool>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Guard {
+    fn new(connection: &Connection) -> Self {
+        let deadline = connection
+            .session
+            .statement_timeout()
+            .map(|t| tokio::time::Instant::from_std(Instant::now() + t));
+        Self {
+            cancel: connection.canceller.start(),
+            deadline,
+        }
+    }
+
+    /// Completes when the statement must stop, with the reason.
+    async fn stopped(&mut self) -> EngineError {
+        let cancel = async {
+            loop {
+                if *self.cancel.borrow_and_update() {
+                    return;
+                }
+                if self.cancel.changed().await.is_err() {
+                    // The connection started another statement: this one can no longer be cancelled.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let timeout = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel => EngineError::new(ErrorKind::Canceled, "canceling statement due to user request"),
+            _ = timeout => EngineError::new(ErrorKind::Canceled, "canceling statement due to statement timeout"),
+        }
+    }
+
+    async fn run<T>(&mut self, work: impl std::future::Future<Output = Result<T, EngineError>>) -> Result<T, EngineError> {
+        tokio::select! {
+            biased;
+            err = self.stopped() => Err(err),
+            result = work => result,
+        }
+    }
+}
+
+/// Stops a result stream when the statement is cancelled or times out.
+fn guarded(stream: SendableRecordBatchStream, guard: Guard) -> impl Stream<Item = Result<RecordBatch, EngineError>> + Send {
+    stream::unfold(Some((stream, guard)), |state| async move {
+        let (mut stream, mut guard) = state?;
+        let next = tokio::select! {
+            biased;
+            err = guard.stopped() => Some(Err(err)),
+            item = stream.next() => item.map(|r| r.map_err(EngineError::from)),
+        };
+        match next {
+            None => None,
+            Some(Ok(batch)) => Some((Ok(batch), Some((stream, guard)))),
+            Some(Err(err)) => Some((Err(err), None)),
+        }
+    })
+}
+
+fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
+    Arc::new(FormatOptions::from_client_metadata(client.metadata()))
+}
+
+fn rows_response(
+    stream: SendableRecordBatchStream,
+    guard: Guard,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> Result<QueryResponse, EngineError> {
+    let fields = arrow_schema_to_pg_fields(stream.schema().as_ref(), format, Some(options))
+        .map_err(|e| EngineError::unsupported(e.to_string()))?;
+    let fields = Arc::new(fields);
+    let encoder_fields = fields.clone();
+    let rows = guarded(stream, guard)
+        .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+            match batch {
+                Ok(batch) => encode_recordbatch(encoder_fields.clone(), batch),
+                Err(err) => Box::new(std::iter::once(Err(pg_error(err)))),
+            }
+        })
+        .flat_map(stream::iter);
+    Ok(QueryResponse::new(fields, rows))
+}
+
+impl QueryHandler {
+    /// Runs one prepared statement and turns its output into a pgwire response.
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        connection: &Connection,
+        prepared: &Prepared,
+        params: Option<freshet_sql::datafusion::common::ParamValues>,
+        format: &Format,
+    ) -> Result<Response, EngineError>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let metrics = &self.frontend.metrics;
+        metrics.queries_total.fetch_add(1, Ordering::Relaxed);
+        let mut guard = Guard::new(connection);
+        let output = guard
+            .run(self.frontend.engine.execute_prepared(&connection.session, prepared, params))
+            .await
+            .inspect_err(|_| {
+                metrics.query_errors_total.fetch_add(1, Ordering::Relaxed);
+            })?;
+        match output {
+            Output::Rows(stream) => Ok(Response::Query(rows_response(
+                stream,
+                guard,
+                format,
+                format_options(client),
+            )?)),
+            Output::Command {
+                tag,
+                parameter_status,
+                transaction,
+            } => {
+                for (name, value) in parameter_status {
+                    client
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                        .await
+                        .map_err(|e| EngineError::internal(format!("{:?}", PgWireError::from(e))))?;
+                }
+                if prepared.is_empty() {
+                    return Ok(Response::EmptyQuery);
+                }
+                let tag = Tag::new(&tag);
+                Ok(match transaction {
+                    Some(TransactionKind::Start) => Response::TransactionStart(tag),
+                    Some(TransactionKind::End) => Response::TransactionEnd(tag),
+                    _ => Response::Execution(tag),
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for QueryHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let connection = connection(&self.frontend, client);
+        let statements = split_statements(query).map_err(pg_error)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for sql in statements {
+            tracing::debug!(%sql, "simple query");
+            let result = async {
+                let prepared = self.frontend.engine.prepare(&connection.session, &sql).await?;
+                self.run(client, &connection, &prepared, None, &Format::UnifiedText).await
+            }
+            .await;
+            match result {
+                Ok(response) => responses.push(response),
+                Err(err) => {
+                    // Like PostgreSQL, the statements after a failed one are not run.
+                    tracing::debug!(%sql, error = %err, "statement failed");
+                    responses.push(Response::Error(Box::new(error_info(&err))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Parses and plans statements for the extended protocol (Parse messages).
+pub struct StatementParser {
+    frontend: Arc<PgFrontend>,
+}
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let connection = connection(&self.frontend, client);
+        let statements = split_statements(sql).map_err(pg_error)?;
+        if statements.len() > 1 {
+            return Err(pg_error(EngineError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            )));
+        }
+        let text = statements.into_iter().next().unwrap_or_default();
+        let prepared = self
+            .frontend
+            .engine
+            .prepare(&connection.session, &text)
+            .await
+            .map_err(pg_error)?;
+        Ok(Some(prepared))
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        statement
+            .param_types()
+            .iter()
+            .map(|t| match t {
+                Some(data_type) => into_pg_type(data_type),
+                None => Ok(Type::UNKNOWN),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(&self, statement: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match statement.schema() {
+            Some(schema) => arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QueryHandler {
+    type Statement = Prepared;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let connection = connection(&self.frontend, client);
+        let prepared = &portal.statement.statement;
+        tracing::debug!(sql = prepared.sql(), "extended query");
+        let params = if portal.parameter_len() > 0 {
+            let inferred: Vec<Option<&DataType>> = prepared.param_types().iter().map(|t| t.as_ref()).collect();
+            Some(deserialize_parameters(portal, &inferred)?)
+        } else {
+            None
+        };
+        self.run(client, &connection, prepared, params, &portal.result_column_format)
+            .await
+            .map_err(pg_error)
+    }
+}
+
+/// Serves one accepted socket until the client leaves.
+pub async fn serve_socket(socket: tokio::net::TcpStream, frontend: Arc<PgFrontend>) {
+    let peer = socket.peer_addr().ok();
+    let _ = socket.set_nodelay(true);
+    if let Err(err) = pgwire::tokio::process_socket(socket, None, Handlers::new(frontend)).await {
+        tracing::debug!(?peer, error = %err, "connection ended with an error");
+    }
+}

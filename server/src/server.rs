@@ -1,0 +1,152 @@
+//! Start-up, the listeners, and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use freshet_sql::{split_statements, Engine, EngineConfig, Output};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pg::PgFrontend;
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: Config, demo: bool) -> Result<()> {
+    let engine = Engine::open(EngineConfig {
+        data_dir: config.data_dir.clone(),
+        allowed_roots: config.allowed_roots.clone(),
+        base_dir: config.base_dir.clone(),
+    })
+    .await
+    .context("could not open the engine")?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        allowed_roots = ?engine.allowed_roots(),
+        "engine ready"
+    );
+    if let Some(path) = &config.init_sql {
+        run_init_sql(&engine, path).await?;
+    }
+    if demo {
+        crate::demo::prepare(&engine).await?;
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let pg_listener = bind(config.pg_addr, "pgwire").await?;
+    let pg_addr = pg_listener.local_addr()?;
+    warn_if_exposed(&config, pg_addr);
+    let http_listener = bind(config.http_addr, "http").await?;
+    let http_addr = http_listener.local_addr()?;
+    tracing::info!("pgwire listening on {pg_addr}");
+    tracing::info!("http listening on {http_addr}");
+    if demo {
+        crate::demo::print_banner(pg_addr, http_addr);
+    }
+
+    let mut tasks = JoinSet::new();
+    let frontend = PgFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
+    tasks.spawn(accept_pg(pg_listener, frontend, config.max_connections, metrics.clone()));
+    let router = crate::http::router(metrics.clone());
+    tasks.spawn(async move {
+        if let Err(err) = axum::serve(http_listener, router).await {
+            tracing::error!(error = %err, "http server stopped");
+        }
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; open ones are closed");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen for {what} on {addr}"))
+}
+
+fn warn_if_exposed(config: &Config, addr: SocketAddr) {
+    if !addr.ip().is_loopback() && !config.auth_enabled() {
+        tracing::warn!(
+            "pgwire listens on {addr}, which is not a loopback address, WITHOUT AUTHENTICATION: \
+             anyone who can reach it can read every table. Add [[auth.users]] to the config file \
+             or listen on 127.0.0.1"
+        );
+    }
+}
+
+async fn accept_pg(listener: TcpListener, frontend: Arc<PgFrontend>, max_connections: usize, metrics: Arc<Metrics>) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed");
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics.pg_connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%peer, max_connections, "connection refused: too many connections");
+            drop(socket);
+            continue;
+        };
+        let frontend = frontend.clone();
+        connections.spawn(async move {
+            crate::pg::serve_socket(socket, frontend).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Runs every statement of `path`; the first failure stops start-up.
+async fn run_init_sql(engine: &Engine, path: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read init SQL file {}", path.display()))?;
+    let session = engine.new_session("freshet");
+    let statements = split_statements(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for sql in &statements {
+        let output = engine
+            .execute(&session, sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: `{sql}` failed: {e}", path.display()))?;
+        if let Output::Rows(mut rows) = output {
+            while let Some(batch) = rows.next().await {
+                batch.map_err(|e| anyhow::anyhow!("{}: `{sql}` failed: {e}", path.display()))?;
+            }
+        }
+    }
+    tracing::info!(statements = statements.len(), file = %path.display(), "init SQL done");
+    Ok(())
+}

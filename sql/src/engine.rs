@@ -1,0 +1,957 @@
+//! The engine: one entry point for every statement from every frontend.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::MemTable;
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::{CopyToStatement, CreateExternalTable, DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Value;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use freshet_connectors::files::{
+    build_object_store, resolve_location, split_store_options, LocationKind, PathPolicy,
+    ResolvedLocation, SandboxedLocalStore,
+};
+use tokio::sync::Mutex;
+
+use crate::catalog::{CatalogStore, Entry, EntryKind};
+use crate::error::{EngineError, ErrorKind};
+use crate::functions::version_udf;
+use crate::parser::{self, OwnStatement, TransactionKind};
+use crate::session::Session;
+use crate::tables::UnavailableTable;
+
+/// The catalog (database) name clients see.
+const DATABASE: &str = "freshet";
+/// The default schema.
+const DEFAULT_SCHEMA: &str = "public";
+
+/// How the engine is set up. Built by the server from its configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Everything the server remembers lives here (catalog, table data).
+    pub data_dir: PathBuf,
+    /// Directories local files may be read from or written to. Empty means the defaults: the
+    /// data directory and `base_dir`.
+    pub allowed_roots: Vec<PathBuf>,
+    /// Relative paths in statements are resolved against this directory (where the server was
+    /// started).
+    pub base_dir: PathBuf,
+}
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows, produced as the client reads them (SELECT, SHOW, EXPLAIN …).
+    Rows(SendableRecordBatchStream),
+    /// A statement without rows.
+    Command {
+        /// The PostgreSQL command tag, e.g. `CREATE TABLE`, `INSERT 0 3`, `SET`.
+        tag: String,
+        /// Settings whose new values clients track (pgwire ParameterStatus).
+        parameter_status: Vec<(String, String)>,
+        /// Set for BEGIN / COMMIT / ROLLBACK, which Freshet accepts as no-ops.
+        transaction: Option<TransactionKind>,
+    },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows(stream) => write!(f, "Rows({:?})", stream.schema()),
+            Output::Command { tag, .. } => write!(f, "Command({tag})"),
+        }
+    }
+}
+
+impl Output {
+    fn command(tag: impl Into<String>) -> Self {
+        Output::Command {
+            tag: tag.into(),
+            parameter_status: Vec::new(),
+            transaction: None,
+        }
+    }
+
+    fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self, EngineError> {
+        let stream = MemoryStream::try_new(batches, schema, None)?;
+        Ok(Output::Rows(Box::pin(stream)))
+    }
+}
+
+/// A parsed (and, for plain SQL, planned) statement, ready to run once or many times.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    inner: Arc<PreparedInner>,
+}
+
+#[derive(Debug)]
+struct PreparedInner {
+    sql: String,
+    kind: PreparedKind,
+    param_types: Vec<Option<DataType>>,
+    schema: Option<SchemaRef>,
+}
+
+#[derive(Debug)]
+enum PreparedKind {
+    Empty,
+    Own(OwnStatement),
+    CreateExternalTable(Box<CreateExternalTable>),
+    Copy(Box<CopyToStatement>),
+    Plan(Box<DfStatement>),
+}
+
+impl Prepared {
+    /// The statement's text.
+    pub fn sql(&self) -> &str {
+        &self.inner.sql
+    }
+
+    /// Types of `$1 … $n` as inferred by the planner (`None` where unknown).
+    pub fn param_types(&self) -> &[Option<DataType>] {
+        &self.inner.param_types
+    }
+
+    /// The columns of the rows the statement returns; `None` for a command without rows.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.inner.schema.as_ref()
+    }
+
+    /// Whether the statement is empty (only comments or whitespace).
+    pub fn is_empty(&self) -> bool {
+        matches!(self.inner.kind, PreparedKind::Empty)
+    }
+}
+
+/// The engine. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    policy: Arc<PathPolicy>,
+    /// The template every session's context is cloned from.
+    context: SessionContext,
+    compat_parser: PostgresCompatibilityParser,
+    /// The catalog on disk. Held for the whole of any statement that changes the catalog or
+    /// the rows of an in-memory table, so catalog and data files always agree.
+    catalog: Mutex<CatalogStore>,
+    /// Tables that could not be restored at start-up, with the reason.
+    unavailable: StdMutex<BTreeMap<String, String>>,
+    next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+        Value::Number(n, _) => n.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `schema.table` for a table reference, lower-case as the planner resolves it.
+fn table_key(reference: &TableReference) -> String {
+    let resolved = reference.clone().resolve(DATABASE, DEFAULT_SCHEMA);
+    format!("{}.{}", resolved.schema, resolved.table)
+}
+
+fn key_reference(key: &str) -> TableReference {
+    match key.split_once('.') {
+        Some((schema, table)) => TableReference::partial(schema, table),
+        None => TableReference::bare(key),
+    }
+}
+
+impl Engine {
+    /// Opens the engine on `config.data_dir`, creating it if needed, and restores everything
+    /// the catalog lists. A table that cannot be restored is reported, not fatal.
+    pub async fn open(config: EngineConfig) -> Result<Self, EngineError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            EngineError::new(
+                ErrorKind::Io,
+                format!("could not create data directory {}: {e}", config.data_dir.display()),
+            )
+        })?;
+        let roots = if config.allowed_roots.is_empty() {
+            vec![config.data_dir.clone(), config.base_dir.clone()]
+        } else {
+            config.allowed_roots.clone()
+        };
+        let policy = Arc::new(PathPolicy::new(roots)?);
+        let context = build_context(&policy)?;
+        let catalog = CatalogStore::open(&config.data_dir)?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                config,
+                policy,
+                context,
+                compat_parser: PostgresCompatibilityParser::new(),
+                catalog: Mutex::new(catalog),
+                unavailable: StdMutex::new(BTreeMap::new()),
+                next_session: AtomicU64::new(1),
+            }),
+        };
+        engine.restore().await;
+        Ok(engine)
+    }
+
+    /// The directories local files may be read from or written to.
+    pub fn allowed_roots(&self) -> &[PathBuf] {
+        self.inner.policy.roots()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// A new session for `user`.
+    pub fn new_session(&self, user: &str) -> Session {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let state = SessionStateBuilder::new_from_existing(self.inner.context.state())
+            .with_session_id(format!("freshet-{id}"))
+            .build();
+        Session::new(user, SessionContext::new_with_state(state))
+    }
+
+    /// Parses and plans one statement without running it.
+    pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
+        let (kind, schema, param_types) = self.prepare_kind(session, sql).await?;
+        Ok(Prepared {
+            inner: Arc::new(PreparedInner {
+                sql: sql.to_string(),
+                kind,
+                param_types,
+                schema,
+            }),
+        })
+    }
+
+    async fn prepare_kind(
+        &self,
+        session: &Session,
+        sql: &str,
+    ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
+        let tokens = parser::significant_tokens(sql)?;
+        if tokens.is_empty() {
+            return Ok((PreparedKind::Empty, None, Vec::new()));
+        }
+        if let Some(own) = parser::parse_own(sql)? {
+            let schema = self.own_schema(session, &own)?;
+            return Ok((PreparedKind::Own(own), schema, Vec::new()));
+        }
+        if is_datafusion_extension(&tokens) {
+            return match parse_with_datafusion(sql)? {
+                DfStatement::CreateExternalTable(cet) => {
+                    Ok((PreparedKind::CreateExternalTable(Box::new(cet)), None, Vec::new()))
+                }
+                DfStatement::CopyTo(copy) => Ok((PreparedKind::Copy(Box::new(copy)), None, Vec::new())),
+                other => self.prepare_plan(session, other).await,
+            };
+        }
+        let mut statements = self
+            .inner
+            .compat_parser
+            .parse(sql)
+            .map_err(|e| EngineError::syntax(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(EngineError::syntax(format!(
+                "expected one statement, found {}",
+                statements.len()
+            )));
+        }
+        let statement = DfStatement::Statement(Box::new(statements.remove(0)));
+        self.prepare_plan(session, statement).await
+    }
+
+    async fn prepare_plan(
+        &self,
+        session: &Session,
+        statement: DfStatement,
+    ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(statement.clone())
+            .await?;
+        let param_types = ordered_param_types(&plan)?;
+        let schema = match &plan {
+            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
+            LogicalPlan::Statement(s) if !matches!(s, datafusion::logical_expr::Statement::Execute(_)) => None,
+            other => Some(Arc::new(other.schema().as_arrow().clone())),
+        };
+        Ok((PreparedKind::Plan(Box::new(statement)), schema, param_types))
+    }
+
+    /// Runs one statement of text (no parameters).
+    pub async fn execute(&self, session: &Session, sql: &str) -> Result<Output, EngineError> {
+        let prepared = self.prepare(session, sql).await?;
+        self.execute_prepared(session, &prepared, None).await
+    }
+
+    /// Runs a prepared statement with the given parameter values.
+    pub async fn execute_prepared(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<Output, EngineError> {
+        match &prepared.inner.kind {
+            PreparedKind::Empty => Ok(Output::command("")),
+            PreparedKind::Own(own) => self.execute_own(session, own).await,
+            PreparedKind::CreateExternalTable(cet) => {
+                let mut catalog = self.inner.catalog.lock().await;
+                let base_dir = self.inner.config.base_dir.clone();
+                let locations = self
+                    .create_external_table(session, (**cet).clone(), &base_dir)
+                    .await?;
+                self.record_external_table(session, &mut catalog, cet, prepared.sql(), &base_dir, &locations)
+                    .await?;
+                Ok(Output::command("CREATE TABLE"))
+            }
+            PreparedKind::Copy(copy) => self.copy_to(session, (**copy).clone()).await,
+            PreparedKind::Plan(statement) => {
+                // Plan again rather than reuse the plan made at prepare time: tables may have been
+                // replaced since, and planning is cheap next to running.
+                let mut plan = session
+                    .context()
+                    .state()
+                    .statement_to_plan((**statement).clone())
+                    .await?;
+                if let Some(params) = params {
+                    plan = plan.replace_params_with_values(&params)?;
+                }
+                self.execute_plan(session, plan, prepared.sql()).await
+            }
+        }
+    }
+
+    async fn execute_plan(
+        &self,
+        session: &Session,
+        plan: LogicalPlan,
+        sql: &str,
+    ) -> Result<Output, EngineError> {
+        match plan {
+            LogicalPlan::Ddl(ddl) => self.execute_ddl(session, ddl, sql).await,
+            LogicalPlan::Dml(dml) => self.execute_dml(session, dml).await,
+            LogicalPlan::Copy(_) => Err(EngineError::internal("COPY reached the planner directly")),
+            LogicalPlan::Statement(statement) => {
+                use datafusion::logical_expr::Statement as S;
+                let tag = match &statement {
+                    S::Prepare(_) => Some("PREPARE"),
+                    S::Deallocate(_) => Some("DEALLOCATE"),
+                    S::Execute(_) => None,
+                    _ => {
+                        return Err(EngineError::unsupported(format!(
+                            "statement not supported: {}",
+                            statement.name()
+                        )))
+                    }
+                };
+                let frame = session
+                    .context()
+                    .execute_logical_plan(LogicalPlan::Statement(statement))
+                    .await?;
+                match tag {
+                    Some(tag) => Ok(Output::command(tag)),
+                    None => Ok(Output::Rows(frame.execute_stream().await?)),
+                }
+            }
+            plan => {
+                let frame = session.context().execute_logical_plan(plan).await?;
+                Ok(Output::Rows(frame.execute_stream().await?))
+            }
+        }
+    }
+
+    async fn execute_ddl(
+        &self,
+        session: &Session,
+        ddl: DdlStatement,
+        sql: &str,
+    ) -> Result<Output, EngineError> {
+        let context = session.context();
+        let mut catalog = self.inner.catalog.lock().await;
+        match ddl {
+            DdlStatement::CreateMemoryTable(create) => {
+                let key = table_key(&create.name);
+                let existed = context.table_exist(create.name.clone())?;
+                let has_query = !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_));
+                let skip = existed && create.if_not_exists;
+                let temporary = create.temporary;
+                let name = create.name.clone();
+                context
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)))
+                    .await?;
+                if skip {
+                    return Ok(Output::command("CREATE TABLE"));
+                }
+                self.forget_unavailable(&key);
+                let rows = if temporary {
+                    0
+                } else {
+                    let entry = Entry {
+                        id: 0,
+                        name: key.clone(),
+                        kind: EntryKind::Table,
+                        sql: (!has_query).then(|| sql.to_string()),
+                        schema: None,
+                        location: None,
+                        base_dir: None,
+                    };
+                    let entry = catalog.upsert(entry)?;
+                    self.snapshot_table(context, &catalog, &entry, &name).await?
+                };
+                Ok(Output::command(if has_query {
+                    format!("SELECT {rows}")
+                } else {
+                    "CREATE TABLE".to_string()
+                }))
+            }
+            DdlStatement::CreateView(view) => {
+                let key = table_key(&view.name);
+                let persist = !view.temporary;
+                let schema = view.input.schema().as_arrow().clone();
+                context
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(view)))
+                    .await?;
+                if persist {
+                    catalog.upsert(Entry {
+                        id: 0,
+                        name: key,
+                        kind: EntryKind::View,
+                        sql: Some(sql.to_string()),
+                        schema: Some(schema),
+                        location: None,
+                        base_dir: None,
+                    })?;
+                }
+                Ok(Output::command("CREATE VIEW"))
+            }
+            DdlStatement::CreateCatalogSchema(create) => {
+                let name = create.schema_name.to_ascii_lowercase();
+                context
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(create)))
+                    .await?;
+                catalog.upsert(Entry {
+                    id: 0,
+                    name,
+                    kind: EntryKind::Schema,
+                    sql: Some(sql.to_string()),
+                    schema: None,
+                    location: None,
+                    base_dir: None,
+                })?;
+                Ok(Output::command("CREATE SCHEMA"))
+            }
+            DdlStatement::DropTable(drop) => {
+                let key = table_key(&drop.name);
+                context
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropTable(drop)))
+                    .await?;
+                catalog.remove(&key)?;
+                self.forget_unavailable(&key);
+                Ok(Output::command("DROP TABLE"))
+            }
+            DdlStatement::DropView(drop) => {
+                let key = table_key(&drop.name);
+                context
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropView(drop)))
+                    .await?;
+                catalog.remove(&key)?;
+                Ok(Output::command("DROP VIEW"))
+            }
+            DdlStatement::DropCatalogSchema(drop) => {
+                let name = drop.name.to_string().to_ascii_lowercase();
+                let name = name.rsplit('.').next().unwrap_or(&name).to_string();
+                context
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropCatalogSchema(drop)))
+                    .await?;
+                catalog.remove_schema(&name)?;
+                Ok(Output::command("DROP SCHEMA"))
+            }
+            DdlStatement::CreateExternalTable(_) => Err(EngineError::internal(
+                "CREATE EXTERNAL TABLE reached the planner directly",
+            )),
+            other => Err(EngineError::unsupported(format!(
+                "{} is not supported by Freshet",
+                other.name()
+            ))),
+        }
+    }
+
+    async fn execute_dml(&self, session: &Session, dml: DmlStatement) -> Result<Output, EngineError> {
+        let context = session.context();
+        let key = table_key(&dml.table_name);
+        let table = dml.table_name.clone();
+        let op = dml.op.clone();
+        let catalog = self.inner.catalog.lock().await;
+        let frame = context.execute_logical_plan(LogicalPlan::Dml(dml)).await?;
+        let batches = frame.collect().await?;
+        let count = batches
+            .first()
+            .and_then(|b| b.column_by_name("count"))
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .map(|a| a.iter().flatten().sum::<u64>())
+            .unwrap_or(0);
+        if let Some(entry) = catalog.get(&key).filter(|e| e.kind == EntryKind::Table).cloned() {
+            self.snapshot_table(context, &catalog, &entry, &table).await?;
+        }
+        let tag = match op {
+            WriteOp::Insert(_) => format!("INSERT 0 {count}"),
+            WriteOp::Update => format!("UPDATE {count}"),
+            WriteOp::Delete => format!("DELETE {count}"),
+            WriteOp::Truncate => "TRUNCATE TABLE".to_string(),
+            WriteOp::Ctas => format!("SELECT {count}"),
+            WriteOp::MergeInto(_) => format!("MERGE {count}"),
+            _ => format!("UPDATE {count}"),
+        };
+        Ok(Output::command(tag))
+    }
+
+    /// Writes the current rows of in-memory table `name` to its data file; returns the row count.
+    async fn snapshot_table(
+        &self,
+        context: &SessionContext,
+        catalog: &CatalogStore,
+        entry: &Entry,
+        name: &TableReference,
+    ) -> Result<u64, EngineError> {
+        let provider = context.table_provider(name.clone()).await?;
+        let Some(table) = provider.downcast_ref::<MemTable>() else {
+            return Err(EngineError::internal(format!(
+                "table {} is not an in-memory table",
+                entry.name
+            )));
+        };
+        let mut batches = Vec::new();
+        for partition in &table.batches {
+            batches.extend(partition.read().await.iter().cloned());
+        }
+        let schema = provider.schema();
+        catalog.write_table_data(entry, &schema, &batches)?;
+        Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
+    }
+
+    /// Resolves locations, registers object stores and creates the table in the session's
+    /// catalog (shared by all sessions). Does not touch the persistent catalog.
+    async fn create_external_table(
+        &self,
+        session: &Session,
+        mut cet: CreateExternalTable,
+        base_dir: &Path,
+    ) -> Result<Vec<String>, EngineError> {
+        let options: Vec<(String, String)> = cet
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), value_text(v)))
+            .collect();
+        let (store_options, format_options) = split_store_options(options);
+        let mut locations = Vec::with_capacity(cet.locations.len());
+        let mut shown = Vec::with_capacity(cet.locations.len());
+        for location in &cet.locations {
+            let resolved = resolve_location(location, base_dir, &self.inner.policy, true)?;
+            locations.push(self.register_store(session, &resolved, &store_options)?);
+            shown.push(resolved.display.clone());
+        }
+        cet.locations = locations;
+        cet.options = format_options
+            .into_iter()
+            .map(|(k, v)| (k, Value::SingleQuotedString(v)))
+            .collect();
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(DfStatement::CreateExternalTable(cet))
+            .await?;
+        session.context().execute_logical_plan(plan).await?;
+        Ok(shown)
+    }
+
+    /// Registers the object store a location needs and returns the location as DataFusion
+    /// should see it.
+    fn register_store(
+        &self,
+        session: &Session,
+        resolved: &ResolvedLocation,
+        store_options: &[(String, String)],
+    ) -> Result<String, EngineError> {
+        if let LocationKind::Local = resolved.kind {
+            if let Some((key, _)) = store_options.first() {
+                return Err(EngineError::new(
+                    ErrorKind::InvalidParameterValue,
+                    format!("option '{key}' applies to S3 and HDFS locations, not to local path {}", resolved.display),
+                ));
+            }
+            return local_path_text(resolved);
+        }
+        let store = build_object_store(resolved, store_options, &self.inner.policy)?;
+        let mut base = resolved.url.clone();
+        base.set_path("");
+        base.set_query(None);
+        session.context().register_object_store(&base, store);
+        Ok(resolved.url.to_string())
+    }
+
+    async fn record_external_table(
+        &self,
+        session: &Session,
+        catalog: &mut CatalogStore,
+        cet: &CreateExternalTable,
+        sql: &str,
+        base_dir: &Path,
+        locations: &[String],
+    ) -> Result<(), EngineError> {
+        if cet.temporary {
+            return Ok(());
+        }
+        let reference = TableReference::from(cet.name.to_string());
+        let key = table_key(&reference);
+        let schema = session.context().table_provider(reference).await?.schema();
+        catalog.upsert(Entry {
+            id: 0,
+            name: key.clone(),
+            kind: EntryKind::ExternalTable,
+            sql: Some(sql.to_string()),
+            schema: Some(schema.as_ref().clone()),
+            location: Some(locations.join(", ")),
+            base_dir: Some(base_dir.display().to_string()),
+        })?;
+        self.forget_unavailable(&key);
+        Ok(())
+    }
+
+    async fn copy_to(&self, session: &Session, mut copy: CopyToStatement) -> Result<Output, EngineError> {
+        let options: Vec<(String, String)> = copy
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), value_text(v)))
+            .collect();
+        let (store_options, format_options) = split_store_options(options);
+        let resolved = resolve_location(&copy.target, &self.inner.config.base_dir, &self.inner.policy, false)?;
+        copy.target = self.register_store(session, &resolved, &store_options)?;
+        copy.options = format_options
+            .into_iter()
+            .map(|(k, v)| (k, Value::SingleQuotedString(v)))
+            .collect();
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(DfStatement::CopyTo(copy))
+            .await?;
+        let batches = session.context().execute_logical_plan(plan).await?.collect().await?;
+        let count: u64 = batches
+            .iter()
+            .filter_map(|b| b.column_by_name("count"))
+            .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .flat_map(|a| a.iter().flatten())
+            .sum();
+        Ok(Output::command(format!("COPY {count}")))
+    }
+
+    fn forget_unavailable(&self, key: &str) {
+        self.unavailable_map().remove(key);
+    }
+
+    fn unavailable_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.inner.unavailable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn own_schema(&self, session: &Session, own: &OwnStatement) -> Result<Option<SchemaRef>, EngineError> {
+        Ok(match own {
+            OwnStatement::Show { name } => Some(show_schema(session, name)?),
+            OwnStatement::ShowTables => Some(show_tables_schema()),
+            _ => None,
+        })
+    }
+
+    async fn execute_own(&self, session: &Session, own: &OwnStatement) -> Result<Output, EngineError> {
+        match own {
+            OwnStatement::Set { name, value } => {
+                let status = session.set(name, value.as_deref())?;
+                Ok(Output::Command {
+                    tag: "SET".to_string(),
+                    parameter_status: status.into_iter().collect(),
+                    transaction: None,
+                })
+            }
+            OwnStatement::SetTransaction => Ok(Output::command("SET")),
+            OwnStatement::Reset { name: None } | OwnStatement::DiscardAll => {
+                session.reset_all();
+                let tag = if matches!(own, OwnStatement::DiscardAll) { "DISCARD ALL" } else { "RESET" };
+                Ok(Output::Command {
+                    tag: tag.to_string(),
+                    parameter_status: crate::session::startup_parameters(session.user()),
+                    transaction: None,
+                })
+            }
+            OwnStatement::Reset { name: Some(name) } => {
+                let status = session.set(name, None)?;
+                Ok(Output::Command {
+                    tag: "RESET".to_string(),
+                    parameter_status: status.into_iter().collect(),
+                    transaction: None,
+                })
+            }
+            OwnStatement::Show { name } => self.show(session, name),
+            OwnStatement::ShowTables => self.show_tables().await,
+            OwnStatement::Transaction { tag, kind } => Ok(Output::Command {
+                tag: tag.to_string(),
+                parameter_status: Vec::new(),
+                transaction: Some(*kind),
+            }),
+        }
+    }
+
+    fn show(&self, session: &Session, name: &str) -> Result<Output, EngineError> {
+        let schema = show_schema(session, name)?;
+        if name == "all" {
+            let all = session.all();
+            let names = StringArray::from_iter_values(all.iter().map(|(n, _)| n.as_str()));
+            let values = StringArray::from_iter_values(all.iter().map(|(_, v)| v.as_str()));
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(names), Arc::new(values)])?;
+            return Output::rows(schema, vec![batch]);
+        }
+        let value = session.get(name).ok_or_else(|| unknown_setting(name))?;
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])?;
+        Output::rows(schema, vec![batch])
+    }
+
+    async fn show_tables(&self) -> Result<Output, EngineError> {
+        let catalog = self.inner.catalog.lock().await;
+        let unavailable = self.unavailable_map().clone();
+        let mut rows: Vec<[String; 5]> = catalog
+            .entries()
+            .iter()
+            .filter(|e| e.kind != EntryKind::Schema)
+            .map(|e| {
+                let (schema, name) = e.name.split_once('.').unwrap_or((DEFAULT_SCHEMA, &e.name));
+                let status = unavailable
+                    .get(&e.name)
+                    .map(|reason| format!("unavailable: {reason}"))
+                    .unwrap_or_else(|| "ok".to_string());
+                [
+                    schema.to_string(),
+                    name.to_string(),
+                    e.kind.label().to_string(),
+                    e.location.clone().unwrap_or_default(),
+                    status,
+                ]
+            })
+            .collect();
+        rows.sort();
+        let schema = show_tables_schema();
+        let columns = (0..5)
+            .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as _)
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Output::rows(schema, vec![batch])
+    }
+
+    /// Re-creates everything in the persistent catalog, in creation order.
+    async fn restore(&self) {
+        let session = self.new_session("freshet");
+        let catalog = self.inner.catalog.lock().await;
+        let entries = catalog.entries().to_vec();
+        let mut restored = 0;
+        for entry in &entries {
+            match self.restore_entry(&session, &catalog, entry).await {
+                Ok(()) => restored += 1,
+                Err(err) => {
+                    tracing::error!(table = %entry.name, error = %err, "could not restore from the catalog; queries on it will report this");
+                    self.mark_unavailable(&session, entry, err.message());
+                }
+            }
+        }
+        tracing::info!(restored, failed = entries.len() - restored, "catalog restored");
+    }
+
+    async fn restore_entry(&self, session: &Session, catalog: &CatalogStore, entry: &Entry) -> Result<(), EngineError> {
+        let sql = entry.sql.as_deref().unwrap_or_default();
+        match entry.kind {
+            EntryKind::ExternalTable => {
+                let DfStatement::CreateExternalTable(cet) = parse_with_datafusion(sql)? else {
+                    return Err(EngineError::internal("catalog entry is not CREATE EXTERNAL TABLE"));
+                };
+                let base_dir = entry
+                    .base_dir
+                    .as_deref()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.inner.config.base_dir.clone());
+                self.create_external_table(session, cet, &base_dir).await.map(|_| ())
+            }
+            EntryKind::View | EntryKind::Schema => {
+                let prepared = self.prepare(session, sql).await?;
+                let PreparedKind::Plan(statement) = &prepared.inner.kind else {
+                    return Err(EngineError::internal("catalog entry is not a plannable statement"));
+                };
+                let plan = session.context().state().statement_to_plan((**statement).clone()).await?;
+                session.context().execute_logical_plan(plan).await?;
+                Ok(())
+            }
+            EntryKind::Table => self.restore_table(session, catalog, entry).await,
+        }
+    }
+
+    async fn restore_table(&self, session: &Session, catalog: &CatalogStore, entry: &Entry) -> Result<(), EngineError> {
+        let (schema, batches) = catalog.read_table_data(entry)?;
+        let reference = key_reference(&entry.name);
+        if let Some(sql) = &entry.sql {
+            // Replaying the CREATE TABLE keeps column defaults and constraints; then the rows.
+            let prepared = self.prepare(session, sql).await?;
+            let PreparedKind::Plan(statement) = &prepared.inner.kind else {
+                return Err(EngineError::internal("catalog entry is not CREATE TABLE"));
+            };
+            let plan = session.context().state().statement_to_plan((**statement).clone()).await?;
+            session.context().execute_logical_plan(plan).await?;
+            let provider = session.context().table_provider(reference).await?;
+            let table = provider
+                .downcast_ref::<MemTable>()
+                .ok_or_else(|| EngineError::internal("restored table is not in memory"))?;
+            if let Some(partition) = table.batches.first() {
+                partition.write().await.extend(batches);
+            }
+            return Ok(());
+        }
+        let table = MemTable::try_new(schema, vec![batches])?;
+        session.context().register_table(reference, Arc::new(table))?;
+        Ok(())
+    }
+
+    fn mark_unavailable(&self, session: &Session, entry: &Entry, reason: &str) {
+        self.unavailable_map().insert(entry.name.clone(), reason.to_string());
+        if entry.kind == EntryKind::Schema {
+            return;
+        }
+        let schema: SchemaRef = Arc::new(entry.schema.clone().unwrap_or_else(Schema::empty));
+        let table = UnavailableTable::new(&entry.name, schema, reason);
+        if let Err(err) = session.context().register_table(key_reference(&entry.name), Arc::new(table)) {
+            tracing::error!(table = %entry.name, error = %err, "could not register the unavailable table");
+        }
+    }
+}
+
+/// `CREATE [OR REPLACE] [UNBOUNDED] EXTERNAL TABLE …` and `COPY …` are parsed by DataFusion's
+/// own parser; everything else by the PostgreSQL-compatibility parser.
+fn is_datafusion_extension(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> bool {
+    if parser::starts_with(tokens, &["COPY"]) {
+        return true;
+    }
+    if !parser::starts_with(tokens, &["CREATE"]) {
+        return false;
+    }
+    (1..5).any(|i| parser::keyword_at(tokens, i).as_deref() == Some("EXTERNAL"))
+}
+
+fn parse_with_datafusion(sql: &str) -> Result<DfStatement, EngineError> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let mut statements = parser.parse_statements()?;
+    match (statements.pop_front(), statements.is_empty()) {
+        (Some(statement), true) => Ok(statement),
+        _ => Err(EngineError::syntax("expected exactly one statement")),
+    }
+}
+
+fn local_path_text(resolved: &ResolvedLocation) -> Result<String, EngineError> {
+    let path = resolved.url.to_file_path().map_err(|()| {
+        EngineError::internal(format!("{} is not a local path", resolved.url))
+    })?;
+    let mut text = path.display().to_string();
+    if resolved.url.path().ends_with('/') && !text.ends_with('/') {
+        text.push('/');
+    }
+    Ok(text)
+}
+
+fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, EngineError> {
+    let types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+    for (name, data_type) in types {
+        let index = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| EngineError::syntax(format!("parameter {name} must be written $1, $2, …")))?;
+        indexed.push((index, data_type));
+    }
+    let count = indexed.iter().map(|(i, _)| *i).max().unwrap_or(0);
+    let mut ordered = vec![None; count];
+    for (index, data_type) in indexed {
+        ordered[index - 1] = data_type;
+    }
+    Ok(ordered)
+}
+
+fn unknown_setting(name: &str) -> EngineError {
+    EngineError::new(
+        ErrorKind::UndefinedObject,
+        format!("unrecognized configuration parameter \"{name}\""),
+    )
+}
+
+fn show_schema(session: &Session, name: &str) -> Result<SchemaRef, EngineError> {
+    if name == "all" {
+        return Ok(Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ])));
+    }
+    if session.get(name).is_none() {
+        return Err(unknown_setting(name));
+    }
+    let column = crate::session::display_name(name).unwrap_or(name).to_string();
+    Ok(Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)])))
+}
+
+fn show_tables_schema() -> SchemaRef {
+    Arc::new(Schema::new(
+        ["schema", "name", "kind", "location", "status"]
+            .into_iter()
+            .map(|n| Field::new(n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE, DEFAULT_SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(true);
+    config
+        .options_mut()
+        .set("datafusion.sql_parser.dialect", "PostgreSQL")?;
+    let runtime = RuntimeEnvBuilder::new().build_arc()?;
+    let context = SessionContext::new_with_config_rt(config, runtime);
+    let local = url::Url::parse("file://").map_err(|e| EngineError::internal(e.to_string()))?;
+    context.register_object_store(&local, Arc::new(SandboxedLocalStore::new(policy.clone())));
+    datafusion_pg_catalog::setup_pg_catalog(&context, DATABASE, EmptyContextProvider)
+        .map_err(|e| EngineError::from(*e))?;
+    context.register_udf(version_udf());
+    Ok(context)
+}

@@ -1,0 +1,23 @@
+//! The Freshet engine: one entry point for every frontend.
+//!
+//! [`Engine`] owns the DataFusion session state, the persistent catalog and the rules for where
+//! data may be read. A frontend (pgwire, Flight SQL, HTTP) opens a [`Session`] per client and
+//! sends it statements through [`Engine::prepare`] / [`Engine::execute_prepared`] (or
+//! [`Engine::execute`] for one statement of text); every result is an [`Output`]. Freshet's own
+//! statements are recognised first; everything else is planned by DataFusion. This crate knows
+//! nothing about wire protocols and starts no sockets.
+
+pub mod catalog;
+mod engine;
+pub mod error;
+mod functions;
+pub mod parser;
+mod session;
+mod tables;
+
+pub use datafusion;
+pub use engine::{Engine, EngineConfig, Output, Prepared};
+pub use error::{EngineError, ErrorKind};
+pub use functions::version_string;
+pub use parser::{split_statements, TransactionKind};
+pub use session::{startup_parameters, Session, PG_SERVER_VERSION};

@@ -1,0 +1,418 @@
+//! Statement splitting and Freshet's own statements.
+//!
+//! A client may send several statements in one string. [`split_statements`] cuts it at top-level
+//! semicolons (quotes, comments and dollar-quoted strings respected) and keeps each statement's
+//! original text, which is what the catalog stores. [`parse_own`] recognises the statements the
+//! engine answers itself, before anything reaches DataFusion: session settings (`SET`, `SHOW`,
+//! `RESET`), transaction control (accepted as no-ops), and `SHOW TABLES`.
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use crate::error::EngineError;
+
+/// A statement the engine answers without DataFusion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnStatement {
+    /// `SET [SESSION | LOCAL] name { = | TO } value`, `SET TIME ZONE value`.
+    /// `value` is `None` for `DEFAULT`.
+    Set { name: String, value: Option<String> },
+    /// `SET TRANSACTION ...` and `SET SESSION CHARACTERISTICS ...`: accepted, nothing changes.
+    SetTransaction,
+    /// `RESET name`, or `RESET ALL` (`name` is `None`).
+    Reset { name: Option<String> },
+    /// `SHOW name`, `SHOW ALL`, `SHOW TRANSACTION ISOLATION LEVEL`.
+    Show { name: String },
+    /// `SHOW TABLES`: the tables and views of the catalog.
+    ShowTables,
+    /// `BEGIN`, `COMMIT`, `ROLLBACK` and friends: Freshet has no multi-statement transactions,
+    /// so they are accepted and do nothing. The tag is what PostgreSQL would answer.
+    Transaction { tag: &'static str, kind: TransactionKind },
+    /// `DISCARD ALL`: forget session settings.
+    DiscardAll,
+}
+
+/// Whether a transaction statement opens or closes a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionKind {
+    /// BEGIN / START TRANSACTION.
+    Start,
+    /// COMMIT / ROLLBACK / END / ABORT.
+    End,
+    /// SAVEPOINT / RELEASE / ROLLBACK TO: inside a block, no change of state.
+    Within,
+}
+
+fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, EngineError> {
+    let dialect = PostgreSqlDialect {};
+    Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| EngineError::syntax(e.to_string()))
+}
+
+/// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
+fn byte_offset(line_starts: &[usize], sql: &str, location: Location) -> usize {
+    let line_index = (location.line as usize).saturating_sub(1);
+    let Some(&line_start) = line_starts.get(line_index) else {
+        return sql.len();
+    };
+    let column = (location.column as usize).saturating_sub(1);
+    sql[line_start..]
+        .char_indices()
+        .nth(column)
+        .map(|(offset, _)| line_start + offset)
+        .unwrap_or(sql.len())
+}
+
+fn is_blank(token: &Token) -> bool {
+    matches!(token, Token::Whitespace(_))
+}
+
+/// Splits `sql` into statements at top-level semicolons, returning each statement's original
+/// text (trimmed, without the semicolon). Empty statements are dropped.
+pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
+    let tokens = tokenize(sql)?;
+    let mut line_starts = vec![0];
+    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+
+    let mut statements = Vec::new();
+    let mut start: Option<Location> = None;
+    let mut end: Option<Location> = None;
+    for token in &tokens {
+        match &token.token {
+            Token::SemiColon => {
+                push_statement(sql, &line_starts, start.take(), end.take(), &mut statements);
+            }
+            Token::EOF => {}
+            t if is_blank(t) => {}
+            _ => {
+                if start.is_none() {
+                    start = Some(token.span.start);
+                }
+                end = Some(token.span.end);
+            }
+        }
+    }
+    push_statement(sql, &line_starts, start, end, &mut statements);
+    Ok(statements)
+}
+
+fn push_statement(
+    sql: &str,
+    line_starts: &[usize],
+    start: Option<Location>,
+    end: Option<Location>,
+    out: &mut Vec<String>,
+) {
+    if let (Some(start), Some(end)) = (start, end) {
+        let from = byte_offset(line_starts, sql, start);
+        let to = byte_offset(line_starts, sql, end).max(from);
+        let text = sql[from..to].trim();
+        if !text.is_empty() {
+            out.push(text.to_string());
+        }
+    }
+}
+
+/// The significant tokens of one statement (no whitespace, comments or trailing semicolon).
+pub(crate) fn significant_tokens(sql: &str) -> Result<Vec<Token>, EngineError> {
+    Ok(tokenize(sql)?
+        .into_iter()
+        .map(|t| t.token)
+        .filter(|t| !is_blank(t) && !matches!(t, Token::SemiColon | Token::EOF))
+        .collect())
+}
+
+/// The upper-cased word at `index`, if that token is an unquoted word.
+pub(crate) fn keyword_at(tokens: &[Token], index: usize) -> Option<String> {
+    match tokens.get(index) {
+        Some(Token::Word(word)) if word.quote_style.is_none() => {
+            Some(word.value.to_ascii_uppercase())
+        }
+        _ => None,
+    }
+}
+
+/// Whether the statement starts with the given keywords.
+pub(crate) fn starts_with(tokens: &[Token], keywords: &[&str]) -> bool {
+    keywords
+        .iter()
+        .enumerate()
+        .all(|(i, k)| keyword_at(tokens, i).as_deref() == Some(*k))
+}
+
+/// Recognises a statement the engine answers itself; `None` hands it to the SQL planner.
+pub fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
+    let tokens = significant_tokens(sql)?;
+    let Some(first) = keyword_at(&tokens, 0) else {
+        return Ok(None);
+    };
+    let statement = match first.as_str() {
+        "SET" => Some(parse_set(&tokens[1..])?),
+        "RESET" => Some(parse_reset(&tokens[1..])?),
+        "SHOW" => parse_show(&tokens[1..])?,
+        "BEGIN" | "START" => Some(OwnStatement::Transaction {
+            tag: "BEGIN",
+            kind: TransactionKind::Start,
+        }),
+        "COMMIT" | "END" => Some(OwnStatement::Transaction {
+            tag: "COMMIT",
+            kind: TransactionKind::End,
+        }),
+        "ROLLBACK" | "ABORT" => Some(parse_rollback(&tokens)),
+        "SAVEPOINT" => Some(OwnStatement::Transaction {
+            tag: "SAVEPOINT",
+            kind: TransactionKind::Within,
+        }),
+        "RELEASE" => Some(OwnStatement::Transaction {
+            tag: "RELEASE",
+            kind: TransactionKind::Within,
+        }),
+        "DISCARD" => Some(OwnStatement::DiscardAll),
+        _ => None,
+    };
+    Ok(statement)
+}
+
+fn parse_rollback(tokens: &[Token]) -> OwnStatement {
+    let to_savepoint = tokens
+        .iter()
+        .skip(1)
+        .take(2)
+        .any(|t| matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case("TO")));
+    OwnStatement::Transaction {
+        tag: "ROLLBACK",
+        kind: if to_savepoint {
+            TransactionKind::Within
+        } else {
+            TransactionKind::End
+        },
+    }
+}
+
+/// Reads a possibly dotted setting name (`a`, `datafusion.execution.batch_size`) starting at
+/// `tokens[0]`, returning it lower-cased and the number of tokens used.
+fn parse_name(tokens: &[Token]) -> Result<(String, usize), EngineError> {
+    let mut parts = Vec::new();
+    let mut used = 0;
+    loop {
+        match tokens.get(used) {
+            Some(Token::Word(word)) => {
+                parts.push(word.value.to_ascii_lowercase());
+                used += 1;
+            }
+            _ => return Err(EngineError::syntax("expected a setting name")),
+        }
+        if matches!(tokens.get(used), Some(Token::Period)) {
+            used += 1;
+        } else {
+            return Ok((parts.join("."), used));
+        }
+    }
+}
+
+/// Renders the value tokens of a SET: strings lose their quotes, a list is joined with ", ".
+fn parse_value(tokens: &[Token]) -> Result<Option<String>, EngineError> {
+    if tokens.is_empty() {
+        return Err(EngineError::syntax("SET needs a value"));
+    }
+    if tokens.len() == 1 && keyword_at(tokens, 0).as_deref() == Some("DEFAULT") {
+        return Ok(None);
+    }
+    let mut items: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for token in tokens {
+        match token {
+            Token::Comma => items.push(std::mem::take(&mut current)),
+            Token::SingleQuotedString(s)
+            | Token::DoubleQuotedString(s)
+            | Token::EscapedStringLiteral(s)
+            | Token::NationalStringLiteral(s) => current.push_str(s),
+            Token::Word(word) => current.push_str(&word.value),
+            Token::Number(n, _) => current.push_str(n),
+            Token::Minus => current.push('-'),
+            Token::Plus => current.push('+'),
+            Token::Period => current.push('.'),
+            other => current.push_str(&other.to_string()),
+        }
+    }
+    items.push(current);
+    Ok(Some(items.join(", ")))
+}
+
+fn parse_set(tokens: &[Token]) -> Result<OwnStatement, EngineError> {
+    let mut rest = tokens;
+    if matches!(keyword_at(rest, 0).as_deref(), Some("SESSION") | Some("LOCAL")) {
+        if keyword_at(rest, 1).as_deref() == Some("CHARACTERISTICS") {
+            return Ok(OwnStatement::SetTransaction);
+        }
+        if keyword_at(rest, 1).as_deref() == Some("AUTHORIZATION") {
+            return Ok(OwnStatement::Set {
+                name: "session_authorization".to_string(),
+                value: parse_value(&rest[2..])?,
+            });
+        }
+        rest = &rest[1..];
+    }
+    if keyword_at(rest, 0).as_deref() == Some("TRANSACTION") {
+        return Ok(OwnStatement::SetTransaction);
+    }
+    if starts_with(rest, &["TIME", "ZONE"]) {
+        let value = if keyword_at(rest, 2).as_deref() == Some("LOCAL") {
+            None
+        } else {
+            parse_value(&rest[2..])?
+        };
+        return Ok(OwnStatement::Set {
+            name: "timezone".to_string(),
+            value,
+        });
+    }
+    if starts_with(rest, &["NAMES"]) {
+        return Ok(OwnStatement::Set {
+            name: "client_encoding".to_string(),
+            value: parse_value(&rest[1..])?,
+        });
+    }
+    let (name, used) = parse_name(rest)?;
+    rest = &rest[used..];
+    match rest.first() {
+        Some(Token::Eq) => rest = &rest[1..],
+        Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("TO") => rest = &rest[1..],
+        _ => {
+            return Err(EngineError::syntax(format!(
+                "expected = or TO after SET {name}"
+            )))
+        }
+    }
+    Ok(OwnStatement::Set {
+        name,
+        value: parse_value(rest)?,
+    })
+}
+
+fn parse_reset(tokens: &[Token]) -> Result<OwnStatement, EngineError> {
+    if keyword_at(tokens, 0).as_deref() == Some("ALL") {
+        return Ok(OwnStatement::Reset { name: None });
+    }
+    if starts_with(tokens, &["TIME", "ZONE"]) {
+        return Ok(OwnStatement::Reset {
+            name: Some("timezone".to_string()),
+        });
+    }
+    let (name, _) = parse_name(tokens)?;
+    Ok(OwnStatement::Reset { name: Some(name) })
+}
+
+fn parse_show(tokens: &[Token]) -> Result<Option<OwnStatement>, EngineError> {
+    let Some(first) = keyword_at(tokens, 0) else {
+        // SHOW "quoted name"
+        let (name, _) = parse_name(tokens)?;
+        return Ok(Some(OwnStatement::Show { name }));
+    };
+    let statement = match first.as_str() {
+        "TABLES" => Some(OwnStatement::ShowTables),
+        // Statements DataFusion knows: leave them to it.
+        "COLUMNS" | "FULL" | "EXTENDED" | "FUNCTIONS" | "CREATE" => None,
+        "TRANSACTION" if starts_with(tokens, &["TRANSACTION", "ISOLATION", "LEVEL"]) => {
+            Some(OwnStatement::Show {
+                name: "transaction_isolation".to_string(),
+            })
+        }
+        "TIME" if starts_with(tokens, &["TIME", "ZONE"]) => Some(OwnStatement::Show {
+            name: "timezone".to_string(),
+        }),
+        "SESSION" if starts_with(tokens, &["SESSION", "AUTHORIZATION"]) => {
+            Some(OwnStatement::Show {
+                name: "session_authorization".to_string(),
+            })
+        }
+        _ => {
+            let (name, _) = parse_name(tokens)?;
+            Some(OwnStatement::Show { name })
+        }
+    };
+    Ok(statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_semicolons_inside_strings_and_comments() {
+        let sql = "SELECT 'a;b' AS x; -- c;d\nSELECT $$e;f$$;\n\n;  ; SELECT 3";
+        let parts = split_statements(sql).unwrap();
+        assert_eq!(
+            parts,
+            vec!["SELECT 'a;b' AS x", "SELECT $$e;f$$", "SELECT 3"]
+        );
+    }
+
+    #[test]
+    fn split_handles_multibyte_text_and_lines() {
+        let sql = "SELECT 'héllo';\nSELECT\n  'wörld' AS w";
+        let parts = split_statements(sql).unwrap();
+        assert_eq!(parts, vec!["SELECT 'héllo'", "SELECT\n  'wörld' AS w"]);
+    }
+
+    #[test]
+    fn set_forms_are_recognised() {
+        let cases = [
+            ("SET application_name = 'psql'", "application_name", Some("psql")),
+            ("set extra_float_digits to 3", "extra_float_digits", Some("3")),
+            ("SET SESSION DateStyle TO ISO, MDY", "datestyle", Some("ISO, MDY")),
+            ("SET TIME ZONE 'UTC'", "timezone", Some("UTC")),
+            ("SET search_path TO DEFAULT", "search_path", None),
+            (
+                "SET datafusion.execution.batch_size = 1024",
+                "datafusion.execution.batch_size",
+                Some("1024"),
+            ),
+            ("SET statement_timeout = -1", "statement_timeout", Some("-1")),
+        ];
+        for (sql, name, value) in cases {
+            assert_eq!(
+                parse_own(sql).unwrap(),
+                Some(OwnStatement::Set {
+                    name: name.to_string(),
+                    value: value.map(str::to_string)
+                }),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn show_forms_are_recognised_and_datafusion_ones_left_alone() {
+        assert_eq!(parse_own("SHOW TABLES").unwrap(), Some(OwnStatement::ShowTables));
+        assert_eq!(
+            parse_own("show transaction isolation level").unwrap(),
+            Some(OwnStatement::Show {
+                name: "transaction_isolation".to_string()
+            })
+        );
+        assert_eq!(parse_own("SHOW COLUMNS FROM t").unwrap(), None);
+        assert_eq!(parse_own("SELECT 1").unwrap(), None);
+    }
+
+    #[test]
+    fn transaction_statements_are_no_ops_with_postgres_tags() {
+        let begin = parse_own("BEGIN ISOLATION LEVEL READ COMMITTED").unwrap();
+        assert!(matches!(
+            begin,
+            Some(OwnStatement::Transaction { tag: "BEGIN", kind: TransactionKind::Start })
+        ));
+        let to_savepoint = parse_own("ROLLBACK TO SAVEPOINT s1").unwrap();
+        assert!(matches!(
+            to_savepoint,
+            Some(OwnStatement::Transaction { kind: TransactionKind::Within, .. })
+        ));
+    }
+
+    #[test]
+    fn set_without_value_is_a_syntax_error() {
+        let err = parse_own("SET application_name =").unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Syntax);
+    }
+}
