@@ -36,7 +36,7 @@ const GENERATE: &[(&str, &str)] = &[
                  (value * 2654435761) % 500 + 1 AS user_id, \
                  (value * 40503) % 1000 + 1 AS item_id, \
                  CASE value % 10 WHEN 0 THEN 'buy' WHEN 1 THEN 'cart' ELSE 'view' END AS action, \
-                 TIMESTAMP '2026-11-01 00:00:00' + value * INTERVAL '7 seconds' AS ts \
+                 CAST(to_timestamp(1793491200 + value * 7) AS TIMESTAMP) AS ts \
                FROM generate_series(1, 100000)) \
          TO '{dir}/clicks.parquet' STORED AS PARQUET",
     ),

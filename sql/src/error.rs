@@ -36,6 +36,8 @@ pub enum ErrorKind {
     DataException,
     /// Division by zero.
     DivisionByZero,
+    /// A NULL where the column does not allow one.
+    NotNullViolation,
     /// Not allowed: outside the allowed roots, or not authorised.
     PermissionDenied,
     /// Valid SQL that Freshet does not support.
@@ -68,6 +70,7 @@ impl ErrorKind {
             ErrorKind::CantChangeSetting => "55P02",
             ErrorKind::DataException => "22000",
             ErrorKind::DivisionByZero => "22012",
+            ErrorKind::NotNullViolation => "23502",
             ErrorKind::PermissionDenied => "42501",
             ErrorKind::FeatureNotSupported => "0A000",
             ErrorKind::Canceled => "57014",
@@ -187,6 +190,8 @@ fn classify_plan_message(message: &str) -> ErrorKind {
         ErrorKind::UndefinedFunction
     } else if lower.contains("already exists") {
         ErrorKind::DuplicateObject
+    } else if lower.contains("non-nullable") || lower.contains("not null") {
+        ErrorKind::NotNullViolation
     } else if lower.contains("no field named") {
         ErrorKind::UndefinedColumn
     } else {
@@ -220,6 +225,8 @@ fn classify(err: &DataFusionError) -> ErrorKind {
                 ErrorKind::DataException
             } else if lower.contains("already exists") {
                 ErrorKind::DuplicateObject
+            } else if lower.contains("non-nullable") {
+                ErrorKind::NotNullViolation
             } else if lower.contains("not found") && lower.contains("table") {
                 ErrorKind::UndefinedTable
             } else {

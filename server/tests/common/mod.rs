@@ -1,0 +1,186 @@
+//! A real `freshet` server process for end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The repository's `tests/` folder (slt files, fixtures).
+pub fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests")
+}
+
+/// Copies `tests/data` into `dir`, so a server started in `dir` may read it.
+pub fn copy_fixtures(dir: &Path) {
+    copy_dir(&tests_dir().join("data"), &dir.join("data"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// `serve` (default) or `demo`.
+    pub subcommand: Option<&'static str>,
+    /// TOML written to a config file passed with --config.
+    pub config: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+/// A running server; killed when dropped.
+pub struct TestServer {
+    child: Child,
+    pub pg_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub work_dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+fn address_in(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+impl TestServer {
+    /// Starts `freshet` with its working directory `work_dir` and data in `work_dir/data-dir`,
+    /// on free ports, and waits until it listens.
+    pub fn start(work_dir: &Path, options: &Options) -> Self {
+        let data_dir = work_dir.join("data-dir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_freshet"));
+        command
+            .arg(options.subcommand.unwrap_or("serve"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(&options.extra_args)
+            .current_dir(work_dir)
+            .env("RUST_LOG", "info")
+            .env_remove("FRESHET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(config) = &options.config {
+            let path = work_dir.join("freshet.toml");
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("start freshet");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut pg = None;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = address_in(&line, "pgwire listening on ") {
+                    pg = Some(addr);
+                }
+                if let (Some(pg), Some(http)) = (pg, address_in(&line, "http listening on ")) {
+                    let _ = sender.send((pg, http));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let started = receiver.recv_timeout(Duration::from_secs(120));
+        let Ok((pg_addr, http_addr)) = started else {
+            let _ = child.kill();
+            panic!(
+                "freshet did not start listening; its log:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        };
+        Self {
+            child,
+            pg_addr,
+            http_addr,
+            data_dir,
+            work_dir: work_dir.to_path_buf(),
+            logs,
+        }
+    }
+
+    /// The server's log so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// A connection string for `user` (and `password`).
+    pub fn conn_string(&self, user: &str, password: Option<&str>) -> String {
+        let mut text = format!(
+            "host={} port={} user={user} dbname=freshet",
+            self.pg_addr.ip(),
+            self.pg_addr.port()
+        );
+        if let Some(password) = password {
+            text.push_str(&format!(" password={password}"));
+        }
+        text
+    }
+
+    /// Connects with tokio-postgres.
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conn_string(user, password), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Connects with tokio-postgres as user `test`.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.connect_as("test", None).await.expect("connect to freshet")
+    }
+
+    /// Stops the server with SIGTERM and waits for it, as an operator would.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

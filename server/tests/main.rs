@@ -1,0 +1,6 @@
+//! End-to-end tests: each starts the real `freshet` binary and talks to it with real clients.
+
+mod common;
+mod pg;
+mod psql;
+mod slt;
