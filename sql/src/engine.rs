@@ -343,6 +343,7 @@ impl Engine {
                     .statement_to_plan((**statement).clone())
                     .await?;
                 if let Some(params) = params {
+                    let params = coerce_params(params, &ordered_param_types(&plan)?)?;
                     plan = plan.replace_params_with_values(&params)?;
                 }
                 self.execute_plan(session, plan, prepared.sql()).await
@@ -906,6 +907,30 @@ fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Engi
         ordered[index - 1] = data_type;
     }
     Ok(ordered)
+}
+
+/// Casts parameter values to the types the planner inferred for them. A client sends `text` for
+/// a column the planner holds as `Utf8View`, `int8` where it expects `int4` …; the plan was
+/// type-checked against the inferred types, so the values must match them exactly.
+fn coerce_params(params: ParamValues, types: &[Option<DataType>]) -> Result<ParamValues, EngineError> {
+    let ParamValues::List(values) = params else {
+        return Ok(params);
+    };
+    let mut coerced = Vec::with_capacity(values.len());
+    for (index, mut item) in values.into_iter().enumerate() {
+        if let Some(Some(target)) = types.get(index) {
+            if item.value.data_type() != *target {
+                item.value = item.value.cast_to(target).map_err(|e| {
+                    EngineError::new(
+                        ErrorKind::InvalidParameterValue,
+                        format!("parameter ${} cannot be used as {target}: {e}", index + 1),
+                    )
+                })?;
+            }
+        }
+        coerced.push(item);
+    }
+    Ok(ParamValues::List(coerced))
 }
 
 fn unknown_setting(name: &str) -> EngineError {
