@@ -1,0 +1,90 @@
+"""External tables on S3, against moto's S3-compatible server (as MinIO would be used)."""
+
+import io
+import socket
+
+import boto3
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3():
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket="lake")
+    table = pa.table({"item_id": [1, 2, 3], "price": [9.5, 20.25, 3.0]})
+    for part in range(2):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        client.put_object(Bucket="lake", Key=f"items/part-{part}.parquet", Body=buffer.getvalue())
+    client.put_object(Bucket="lake", Key="raw/users.csv", Body=b"user_id,name\n1,ann\n2,ben\n")
+    yield endpoint, client
+    moto.stop()
+
+
+OPTIONS = (
+    "OPTIONS ('aws.endpoint' '{endpoint}', 'aws.access_key_id' 'testing', "
+    "'aws.secret_access_key' 'testing', 'aws.region' 'us-east-1')"
+)
+
+
+def test_parquet_and_csv_tables_on_s3_with_options(server, s3):
+    endpoint, client = s3
+    options = OPTIONS.format(endpoint=endpoint)
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE EXTERNAL TABLE items STORED AS PARQUET LOCATION 's3://lake/items/' {options}")
+        conn.execute(f"CREATE EXTERNAL TABLE users STORED AS CSV LOCATION 's3://lake/raw/users.csv' {options}")
+        assert conn.execute("SELECT count(*), sum(price) FROM items").fetchone() == (6, 65.5)
+        assert conn.execute("SELECT name FROM users ORDER BY user_id").fetchall() == [("ann",), ("ben",)]
+        # COPY writes back to the bucket.
+        conn.execute(
+            f"COPY (SELECT item_id, sum(price) AS total FROM items GROUP BY item_id) "
+            f"TO 's3://lake/out/totals.parquet' STORED AS PARQUET {options}"
+        )
+    body = client.get_object(Bucket="lake", Key="out/totals.parquet")["Body"].read()
+    totals = pq.read_table(io.BytesIO(body)).sort_by("item_id")
+    assert totals.column("total").to_pylist() == [19.0, 40.5, 6.0]
+
+
+def test_s3_credentials_from_the_environment_and_restart(start_server, s3):
+    endpoint, _ = s3
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1", "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",
+    }
+    server = start_server(env=env)
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE EXTERNAL TABLE items STORED AS PARQUET LOCATION 's3://lake/items/'")
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (6,)
+    server.stop()
+    server = start_server(env=env)
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT max(price) FROM items").fetchone() == (20.25,)
+
+
+def test_wrong_s3_option_names_the_option(server, s3):
+    endpoint, _ = s3
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as error:
+            conn.execute(
+                f"CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://lake/items/' "
+                f"OPTIONS ('aws.endpoint' '{endpoint}', 'aws.secret_key' 'x')"
+            )
+        assert "aws.secret_key" in str(error.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
