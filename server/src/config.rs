@@ -30,7 +30,11 @@ pub struct ServeArgs {
     pub http_addr: Option<SocketAddr>,
     /// A directory local files may be read from and written to (repeatable). Replaces the
     /// default roots: the data directory and the directory the server was started in.
-    #[arg(long = "allow-path", env = "FRESHET_ALLOW_PATHS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-path",
+        env = "FRESHET_ALLOW_PATHS",
+        value_delimiter = ','
+    )]
     pub allow_paths: Vec<PathBuf>,
     /// SQL file run at start-up, statement by statement.
     #[arg(long, env = "FRESHET_INIT_SQL")]
@@ -74,7 +78,9 @@ pub struct User {
 
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,12 +131,18 @@ impl Config {
                     .or(file.data_dir)
                     .unwrap_or_else(|| PathBuf::from("freshet-data")),
             ),
-            pg_addr: args.pg_addr.or(file.pg_addr).unwrap_or_else(|| addr("127.0.0.1:5433")),
+            pg_addr: args
+                .pg_addr
+                .or(file.pg_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:5433")),
             flight_addr: args
                 .flight_addr
                 .or(file.flight_addr)
                 .unwrap_or_else(|| addr("127.0.0.1:50051")),
-            http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| addr("127.0.0.1:8080")),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:8080")),
             allowed_roots: allowed_roots.into_iter().map(absolute).collect(),
             init_sql: args.init_sql.clone().or(file.init_sql),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(256),

@@ -21,7 +21,10 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 async fn health() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        format!("{{\"status\":\"ok\",\"version\":\"{}\"}}\n", env!("CARGO_PKG_VERSION")),
+        format!(
+            "{{\"status\":\"ok\",\"version\":\"{}\"}}\n",
+            env!("CARGO_PKG_VERSION")
+        ),
     )
 }
 

@@ -17,15 +17,44 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &str, &AtomicU64); 5] = [
-            ("freshet_pg_connections_active", "gauge", "Open PostgreSQL wire protocol connections.", &self.pg_connections_active),
-            ("freshet_pg_connections_total", "counter", "PostgreSQL wire protocol connections served.", &self.pg_connections_total),
-            ("freshet_pg_connections_refused_total", "counter", "Connections refused at the connection limit.", &self.pg_connections_refused),
-            ("freshet_statements_total", "counter", "Statements run.", &self.queries_total),
-            ("freshet_statement_errors_total", "counter", "Statements that failed before producing a result.", &self.query_errors_total),
+            (
+                "freshet_pg_connections_active",
+                "gauge",
+                "Open PostgreSQL wire protocol connections.",
+                &self.pg_connections_active,
+            ),
+            (
+                "freshet_pg_connections_total",
+                "counter",
+                "PostgreSQL wire protocol connections served.",
+                &self.pg_connections_total,
+            ),
+            (
+                "freshet_pg_connections_refused_total",
+                "counter",
+                "Connections refused at the connection limit.",
+                &self.pg_connections_refused,
+            ),
+            (
+                "freshet_statements_total",
+                "counter",
+                "Statements run.",
+                &self.queries_total,
+            ),
+            (
+                "freshet_statement_errors_total",
+                "counter",
+                "Statements that failed before producing a result.",
+                &self.query_errors_total,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         out
     }

@@ -16,11 +16,13 @@ use std::time::Instant;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
-use futures::{stream, Sink, SinkExt, Stream, StreamExt};
 use freshet_sql::datafusion::arrow::array::RecordBatch;
 use freshet_sql::datafusion::arrow::datatypes::DataType;
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
-use freshet_sql::{split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind};
+use freshet_sql::{
+    split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
+};
+use futures::{stream, Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
@@ -34,8 +36,8 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers,
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, METADATA_USER,
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -150,7 +152,11 @@ enum Startup {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -228,7 +234,12 @@ impl Canceller {
     }
 
     fn cancel(&self) {
-        if let Some(sender) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(sender) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let _ = sender.send(true);
         }
     }
@@ -299,8 +310,14 @@ fn connection<C: ClientInfo>(frontend: &PgFrontend, client: &C) -> Arc<Connectio
         let canceller = Arc::new(Canceller::default());
         let (pid, key) = client.pid_and_secret_key();
         frontend.cancels.register(pid, key, &canceller);
-        frontend.metrics.pg_connections_active.fetch_add(1, Ordering::Relaxed);
-        frontend.metrics.pg_connections_total.fetch_add(1, Ordering::Relaxed);
+        frontend
+            .metrics
+            .pg_connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        frontend
+            .metrics
+            .pg_connections_total
+            .fetch_add(1, Ordering::Relaxed);
         Connection {
             session: frontend.engine.new_session(&user),
             canceller,
@@ -353,7 +370,10 @@ impl Guard {
         }
     }
 
-    async fn run<T>(&mut self, work: impl std::future::Future<Output = Result<T, EngineError>>) -> Result<T, EngineError> {
+    async fn run<T>(
+        &mut self,
+        work: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
         tokio::select! {
             biased;
             err = self.stopped() => Err(err),
@@ -363,7 +383,10 @@ impl Guard {
 }
 
 /// Stops a result stream when the statement is cancelled or times out.
-fn guarded(stream: SendableRecordBatchStream, guard: Guard) -> impl Stream<Item = Result<RecordBatch, EngineError>> + Send {
+fn guarded(
+    stream: SendableRecordBatchStream,
+    guard: Guard,
+) -> impl Stream<Item = Result<RecordBatch, EngineError>> + Send {
     stream::unfold(Some((stream, guard)), |state| async move {
         let (mut stream, mut guard) = state?;
         let next = tokio::select! {
@@ -394,12 +417,14 @@ fn rows_response(
     let fields = Arc::new(fields);
     let encoder_fields = fields.clone();
     let rows = guarded(stream, guard)
-        .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
-            match batch {
-                Ok(batch) => encode_recordbatch(encoder_fields.clone(), batch),
-                Err(err) => Box::new(std::iter::once(Err(pg_error(err)))),
-            }
-        })
+        .map(
+            move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+                match batch {
+                    Ok(batch) => encode_recordbatch(encoder_fields.clone(), batch),
+                    Err(err) => Box::new(std::iter::once(Err(pg_error(err)))),
+                }
+            },
+        )
         .flat_map(stream::iter);
     Ok(QueryResponse::new(fields, rows))
 }
@@ -423,7 +448,11 @@ impl QueryHandler {
         metrics.queries_total.fetch_add(1, Ordering::Relaxed);
         let mut guard = Guard::new(connection);
         let output = guard
-            .run(self.frontend.engine.execute_prepared(&connection.session, prepared, params))
+            .run(
+                self.frontend
+                    .engine
+                    .execute_prepared(&connection.session, prepared, params),
+            )
             .await
             .inspect_err(|_| {
                 metrics.query_errors_total.fetch_add(1, Ordering::Relaxed);
@@ -442,9 +471,13 @@ impl QueryHandler {
             } => {
                 for (name, value) in parameter_status {
                     client
-                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            name, value,
+                        )))
                         .await
-                        .map_err(|e| EngineError::internal(format!("{:?}", PgWireError::from(e))))?;
+                        .map_err(|e| {
+                            EngineError::internal(format!("{:?}", PgWireError::from(e)))
+                        })?;
                 }
                 if prepared.is_empty() {
                     return Ok(Response::EmptyQuery);
@@ -478,8 +511,13 @@ impl SimpleQueryHandler for QueryHandler {
         for sql in statements {
             tracing::debug!(%sql, "simple query");
             let result = async {
-                let prepared = self.frontend.engine.prepare(&connection.session, &sql).await?;
-                self.run(client, &connection, &prepared, None, &Format::UnifiedText).await
+                let prepared = self
+                    .frontend
+                    .engine
+                    .prepare(&connection.session, &sql)
+                    .await?;
+                self.run(client, &connection, &prepared, None, &Format::UnifiedText)
+                    .await
             }
             .await;
             match result {
@@ -505,7 +543,12 @@ pub struct StatementParser {
 impl QueryParser for StatementParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -537,9 +580,15 @@ impl QueryParser for StatementParser {
             .collect()
     }
 
-    fn get_result_schema(&self, statement: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         match statement.schema() {
-            Some(schema) => arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None),
+            Some(schema) => {
+                arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -554,7 +603,12 @@ impl ExtendedQueryHandler for QueryHandler {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -565,14 +619,21 @@ impl ExtendedQueryHandler for QueryHandler {
         let prepared = &portal.statement.statement;
         tracing::debug!(sql = prepared.sql(), "extended query");
         let params = if portal.parameter_len() > 0 {
-            let inferred: Vec<Option<&DataType>> = prepared.param_types().iter().map(|t| t.as_ref()).collect();
+            let inferred: Vec<Option<&DataType>> =
+                prepared.param_types().iter().map(|t| t.as_ref()).collect();
             Some(deserialize_parameters(portal, &inferred)?)
         } else {
             None
         };
-        self.run(client, &connection, prepared, params, &portal.result_column_format)
-            .await
-            .map_err(pg_error)
+        self.run(
+            client,
+            &connection,
+            prepared,
+            params,
+            &portal.result_column_format,
+        )
+        .await
+        .map_err(pg_error)
     }
 }
 

@@ -16,11 +16,15 @@ fn start() -> (tempfile::TempDir, TestServer) {
 }
 
 fn message(err: &tokio_postgres::Error) -> String {
-    err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string())
+    err.as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| err.to_string())
 }
 
 fn sqlstate(err: &tokio_postgres::Error) -> String {
-    err.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {err}"))
+    err.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,20 +65,40 @@ async fn extended_protocol_binds_parameters_and_returns_binary_values() {
     let columns: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(
         columns,
-        vec![Type::INT4, Type::INT8, Type::FLOAT8, Type::TEXT, Type::BOOL, Type::DATE, Type::TIMESTAMP]
+        vec![
+            Type::INT4,
+            Type::INT8,
+            Type::FLOAT8,
+            Type::TEXT,
+            Type::BOOL,
+            Type::DATE,
+            Type::TIMESTAMP
+        ]
     );
 
     // execute() reports affected rows from the command tag.
-    client.batch_execute("CREATE TABLE ins (a INT, b VARCHAR)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE ins (a INT, b VARCHAR)")
+        .await
+        .unwrap();
     let inserted = client
-        .execute("INSERT INTO ins VALUES ($1, $2), ($1 + 1, $2)", &[&7i32, &"x"])
+        .execute(
+            "INSERT INTO ins VALUES ($1, $2), ($1 + 1, $2)",
+            &[&7i32, &"x"],
+        )
         .await
         .unwrap();
     assert_eq!(inserted, 2);
-    let row = client.query_one("SELECT sum(a) FROM ins WHERE b = $1", &[&"x"]).await.unwrap();
+    let row = client
+        .query_one("SELECT sum(a) FROM ins WHERE b = $1", &[&"x"])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 15);
     // A NULL into a NOT NULL column is refused with its SQLSTATE.
-    let err = client.execute("INSERT INTO typed (i4) VALUES ($1)", &[&7i32]).await.unwrap_err();
+    let err = client
+        .execute("INSERT INTO typed (i4) VALUES ($1)", &[&7i32])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "23502", "{}", message(&err));
 }
 
@@ -84,18 +108,32 @@ async fn errors_carry_sqlstate_and_leave_the_connection_usable() {
     let client = server.client().await;
     let cases = [
         ("SELECT * FROM nowhere", SqlState::UNDEFINED_TABLE),
-        ("SELECT nope FROM (SELECT 1 AS a)", SqlState::UNDEFINED_COLUMN),
+        (
+            "SELECT nope FROM (SELECT 1 AS a)",
+            SqlState::UNDEFINED_COLUMN,
+        ),
         ("SELEC 1", SqlState::SYNTAX_ERROR),
         ("SELECT 1/0", SqlState::DIVISION_BY_ZERO),
         ("SET no_such_setting = 1", SqlState::UNDEFINED_OBJECT),
-        ("CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'", SqlState::INSUFFICIENT_PRIVILEGE),
+        (
+            "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ),
     ];
     for (sql, expected) in cases {
         // Both protocols: simple (batch_execute) and extended (query).
         let simple = client.batch_execute(sql).await.unwrap_err();
-        assert_eq!(sqlstate(&simple), expected.code(), "simple protocol: {sql}: {simple}");
+        assert_eq!(
+            sqlstate(&simple),
+            expected.code(),
+            "simple protocol: {sql}: {simple}"
+        );
         let extended = client.query(sql, &[]).await.unwrap_err();
-        assert_eq!(sqlstate(&extended), expected.code(), "extended protocol: {sql}: {extended}");
+        assert_eq!(
+            sqlstate(&extended),
+            expected.code(),
+            "extended protocol: {sql}: {extended}"
+        );
         let row = client.query_one("SELECT 1 AS ok", &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(0), 1, "connection unusable after {sql}");
     }
@@ -109,7 +147,9 @@ async fn symlinks_out_of_the_allowed_roots_are_refused() {
     let client = server.client().await;
     for location in ["innocent.csv", "etc-dir/passwd", "etc-dir/"] {
         let err = client
-            .batch_execute(&format!("CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '{location}'"))
+            .batch_execute(&format!(
+                "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '{location}'"
+            ))
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err), "42501", "{location}: {err}");
@@ -123,8 +163,15 @@ async fn symlinks_out_of_the_allowed_roots_are_refused() {
         .batch_execute("CREATE EXTERNAL TABLE mixed STORED AS CSV LOCATION 'mixed/'")
         .await
         .unwrap();
-    let row = client.query_one("SELECT count(*) FROM mixed", &[]).await.unwrap();
-    assert_eq!(row.get::<_, i64>(0), 4, "only the real file's rows are read");
+    let row = client
+        .query_one("SELECT count(*) FROM mixed", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        4,
+        "only the real file's rows are read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,14 +187,34 @@ async fn a_running_query_can_be_cancelled_and_timed_out() {
     let err = client.query(long, &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "57014", "{err}");
     canceller.await.unwrap().unwrap();
-    assert_eq!(client.query_one("SELECT 2", &[]).await.unwrap().get::<_, i64>(0), 2);
+    assert_eq!(
+        client
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
 
-    client.batch_execute("SET statement_timeout = '300ms'").await.unwrap();
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
     let err = client.batch_execute(long).await.unwrap_err();
     assert_eq!(sqlstate(&err), "57014", "{err}");
     assert!(message(&err).contains("statement timeout"), "{err}");
-    client.batch_execute("SET statement_timeout = 0").await.unwrap();
-    assert_eq!(client.query_one("SELECT 3", &[]).await.unwrap().get::<_, i64>(0), 3);
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .query_one("SELECT 3", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,14 +225,40 @@ async fn scram_authentication_accepts_the_right_password_only() {
         ..Options::default()
     };
     let server = TestServer::start(work.path(), &options);
-    let client = server.connect_as("alice", Some("s3cret")).await.expect("right password");
-    assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0), 1);
-    let row = client.query_one("SHOW session_authorization", &[]).await.unwrap();
+    let client = server
+        .connect_as("alice", Some("s3cret"))
+        .await
+        .expect("right password");
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    let row = client
+        .query_one("SHOW session_authorization", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "alice");
 
-    for (user, password) in [("alice", "wrong"), ("mallory", "s3cret"), ("alice", "S3CRET")] {
-        let err = server.connect_as(user, Some(password)).await.err().expect("must be refused");
-        assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{user}/{password}: {}", message(&err));
+    for (user, password) in [
+        ("alice", "wrong"),
+        ("mallory", "s3cret"),
+        ("alice", "S3CRET"),
+    ] {
+        let err = server
+            .connect_as(user, Some(password))
+            .await
+            .err()
+            .expect("must be refused");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INVALID_PASSWORD),
+            "{user}/{password}: {}",
+            message(&err)
+        );
     }
 }
 
@@ -173,7 +266,11 @@ async fn scram_authentication_accepts_the_right_password_only() {
 async fn tables_survive_restart_and_a_vanished_file_is_reported_on_query() {
     let work = tempfile::tempdir().unwrap();
     copy_fixtures(work.path());
-    std::fs::copy(work.path().join("data/users.csv"), work.path().join("gone.csv")).unwrap();
+    std::fs::copy(
+        work.path().join("data/users.csv"),
+        work.path().join("gone.csv"),
+    )
+    .unwrap();
     let server = TestServer::start(work.path(), &Options::default());
     let client = server.client().await;
     client
@@ -190,9 +287,15 @@ async fn tables_survive_restart_and_a_vanished_file_is_reported_on_query() {
     std::fs::remove_file(work.path().join("gone.csv")).unwrap();
     let server = TestServer::start(work.path(), &Options::default());
     let client = server.client().await;
-    let row = client.query_one("SELECT count(*) FROM kept", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM kept", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 2);
-    let row = client.query_one("SELECT count(*) FROM users", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 4);
 
     let err = client.query("SELECT * FROM gone", &[]).await.unwrap_err();
@@ -200,7 +303,10 @@ async fn tables_survive_restart_and_a_vanished_file_is_reported_on_query() {
     assert!(message(&err).contains("gone"), "{}", message(&err));
     // It still describes its columns, and SHOW TABLES says what is wrong.
     let columns = client
-        .query("SELECT column_name FROM information_schema.columns WHERE table_name = 'gone'", &[])
+        .query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'gone'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(columns.len(), 3);
@@ -208,7 +314,9 @@ async fn tables_survive_restart_and_a_vanished_file_is_reported_on_query() {
     let status: Vec<String> = rows
         .iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(1) == Some("gone") => r.get(4).map(str::to_string),
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(1) == Some("gone") => {
+                r.get(4).map(str::to_string)
+            }
             _ => None,
         })
         .collect();
@@ -216,12 +324,19 @@ async fn tables_survive_restart_and_a_vanished_file_is_reported_on_query() {
     assert!(status[0].starts_with("unavailable"), "{status:?}");
 
     // Once the file is back, replacing the table heals it.
-    std::fs::copy(work.path().join("data/users.csv"), work.path().join("gone.csv")).unwrap();
+    std::fs::copy(
+        work.path().join("data/users.csv"),
+        work.path().join("gone.csv"),
+    )
+    .unwrap();
     client
         .batch_execute("CREATE OR REPLACE EXTERNAL TABLE gone STORED AS CSV LOCATION 'gone.csv'")
         .await
         .unwrap();
-    let row = client.query_one("SELECT count(*) FROM gone", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM gone", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 4);
 }
 
@@ -240,7 +355,10 @@ async fn init_sql_runs_at_start_and_http_reports_health_and_metrics() {
     };
     let server = TestServer::start(work.path(), &options);
     let client = server.client().await;
-    let row = client.query_one("SELECT count(*) FROM users", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 4);
 
     let health = http_get(server.http_addr, "/health").await;
@@ -265,7 +383,10 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let mut response = String::new();
@@ -292,6 +413,9 @@ async fn demo_serves_its_generated_tables() {
     assert_eq!(rows.len(), 5);
     let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
     assert_eq!(total, 100_000);
-    let users = client.query_one("SELECT count(*) FROM users", &[]).await.unwrap();
+    let users = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
     assert_eq!(users.get::<_, i64>(0), 500);
 }

@@ -8,14 +8,34 @@ use crate::common::{copy_fixtures, Options, TestServer};
 fn psql(server: &TestServer, script: &str) -> (String, String) {
     use std::io::Write;
     let mut child = Command::new("psql")
-        .args(["-X", "-h", &server.pg_addr.ip().to_string(), "-p", &server.pg_addr.port().to_string()])
-        .args(["-U", "psql_user", "-d", "freshet", "-v", "ON_ERROR_STOP=0", "-f", "-"])
+        .args([
+            "-X",
+            "-h",
+            &server.pg_addr.ip().to_string(),
+            "-p",
+            &server.pg_addr.port().to_string(),
+        ])
+        .args([
+            "-U",
+            "psql_user",
+            "-d",
+            "freshet",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            "-",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("psql must be installed (apt-get install postgresql-client)");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     (
         String::from_utf8_lossy(&output.stdout).to_string(),
@@ -42,28 +62,49 @@ fn psql_lists_describes_and_survives_errors() {
     assert!(err.is_empty(), "{err}");
     assert!(out.contains("List of relations"), "{out}");
     for table in ["users", "weights"] {
-        assert!(out.lines().any(|l| l.contains(&format!(" {table} ")) && l.contains("table")), "{table} missing:\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!(" {table} ")) && l.contains("table")),
+            "{table} missing:\n{out}"
+        );
     }
 
     let (out, err) = psql(&server, "\\d users\n");
     assert!(err.is_empty(), "{err}");
     assert!(out.contains("Table \"public.users\""), "{out}");
-    assert!(out.lines().any(|l| l.trim_start().starts_with("user_id") && l.contains("bigint")), "{out}");
-    assert!(out.lines().any(|l| l.trim_start().starts_with("country") && l.contains("text")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("user_id") && l.contains("bigint")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("country") && l.contains("text")),
+        "{out}"
+    );
 
     let (out, err) = psql(&server, "\\l\n");
     assert!(err.is_empty(), "{err}");
-    assert!(out.lines().any(|l| l.trim_start().starts_with("freshet")), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("freshet")),
+        "{out}"
+    );
 
     let (out, err) = psql(&server, "\\dn\n");
     assert!(err.is_empty(), "{err}");
-    assert!(out.lines().any(|l| l.trim_start().starts_with("public")), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("public")),
+        "{out}"
+    );
 
     // A bad query, then a good one, on the same connection.
     let (out, err) = psql(
         &server,
         "SELECT * FROM missing_table;\nSELECT u.name, w.weight FROM users u JOIN weights w USING (user_id) WHERE u.user_id = 2;\n",
     );
-    assert!(err.contains("ERROR:") && err.contains("missing_table"), "{err}");
+    assert!(
+        err.contains("ERROR:") && err.contains("missing_table"),
+        "{err}"
+    );
     assert!(out.contains(" bob  |    3"), "{out}");
 }

@@ -49,7 +49,9 @@ impl sqllogictest::AsyncDB for Postgres {
         let mut affected = 0;
         for message in messages {
             match message {
-                SimpleQueryMessage::RowDescription(description) => columns = Some(description.len()),
+                SimpleQueryMessage::RowDescription(description) => {
+                    columns = Some(description.len())
+                }
                 SimpleQueryMessage::Row(row) => {
                     columns = Some(row.len());
                     rows.push(
@@ -90,7 +92,9 @@ impl sqllogictest::AsyncDB for Postgres {
     }
 }
 
-fn runner(server: &TestServer) -> Runner<Postgres, impl sqllogictest::MakeConnection<Conn = Postgres>> {
+fn runner(
+    server: &TestServer,
+) -> Runner<Postgres, impl sqllogictest::MakeConnection<Conn = Postgres>> {
     let conn = server.conn_string("slt", None);
     Runner::new(move || {
         let conn = conn.clone();
@@ -120,7 +124,9 @@ async fn run_file(path: &Path) -> Result<(), String> {
     let work = tempfile::tempdir().unwrap();
     copy_fixtures(work.path());
     let scratch = work.path().canonicalize().unwrap().display().to_string();
-    let text = std::fs::read_to_string(path).unwrap().replace("__SCRATCH__", &scratch);
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("__SCRATCH__", &scratch);
     let name = path.file_name().unwrap().to_string_lossy().to_string();
 
     if std::env::var("FRESHET_SLT_COMPLETE").is_ok() && !text.contains(RESTART_MARKER) {
@@ -138,7 +144,9 @@ async fn run_file(path: &Path) -> Result<(), String> {
             )
             .await
             .map_err(|e| format!("{name}: {e}"))?;
-        let completed = std::fs::read_to_string(&copy).unwrap().replace(&scratch, "__SCRATCH__");
+        let completed = std::fs::read_to_string(&copy)
+            .unwrap()
+            .replace(&scratch, "__SCRATCH__");
         std::fs::write(path, completed).unwrap();
         return Ok(());
     }
@@ -172,5 +180,10 @@ async fn sqllogictest_files_pass() {
             failures.push(err);
         }
     }
-    assert!(failures.is_empty(), "{} slt file(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} slt file(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

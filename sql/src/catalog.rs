@@ -165,7 +165,9 @@ impl CatalogStore {
         let prefix = format!("{schema}.");
         let (gone, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.file.entries)
             .into_iter()
-            .partition(|e| e.name.starts_with(&prefix) || (e.kind == EntryKind::Schema && e.name == schema));
+            .partition(|e| {
+                e.name.starts_with(&prefix) || (e.kind == EntryKind::Schema && e.name == schema)
+            });
         self.file.entries = kept;
         self.save()?;
         for old in gone {
@@ -214,7 +216,10 @@ impl CatalogStore {
     }
 
     /// Reads the rows of in-memory table `entry`.
-    pub fn read_table_data(&self, entry: &Entry) -> Result<(SchemaRef, Vec<RecordBatch>), EngineError> {
+    pub fn read_table_data(
+        &self,
+        entry: &Entry,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), EngineError> {
         let path = self.data_path(entry.id);
         let file = File::open(&path).map_err(|e| io_error("open", &path, e))?;
         let reader = FileReader::try_new(file, None).map_err(|e| io_error("read", &path, e))?;
@@ -276,16 +281,25 @@ mod tests {
     fn entries_survive_reopening_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = CatalogStore::open(dir.path()).unwrap();
-        store.upsert(entry("public.a", EntryKind::ExternalTable)).unwrap();
+        store
+            .upsert(entry("public.a", EntryKind::ExternalTable))
+            .unwrap();
         store.upsert(entry("public.b", EntryKind::View)).unwrap();
-        store.upsert(entry("public.a", EntryKind::ExternalTable)).unwrap();
+        store
+            .upsert(entry("public.a", EntryKind::ExternalTable))
+            .unwrap();
         store.remove("public.b").unwrap();
         let reopened = CatalogStore::open(dir.path()).unwrap();
         let names: Vec<_> = reopened.entries().iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, vec!["public.a"]);
         assert_eq!(reopened.entries()[0].id, 3, "replacing assigns a new id");
         assert_eq!(
-            reopened.entries()[0].schema.as_ref().unwrap().field(0).name(),
+            reopened.entries()[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .field(0)
+                .name(),
             "a"
         );
     }
@@ -296,7 +310,11 @@ mod tests {
         let mut store = CatalogStore::open(dir.path()).unwrap();
         let e = store.upsert(entry("public.t", EntryKind::Table)).unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
         store.write_table_data(&e, &schema, &[batch]).unwrap();
         let (_, batches) = store.read_table_data(&e).unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);

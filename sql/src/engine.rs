@@ -16,7 +16,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::SessionConfig;
-use datafusion::sql::parser::{CopyToStatement, CreateExternalTable, DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::parser::{
+    CopyToStatement, CreateExternalTable, DFParserBuilder, Statement as DfStatement,
+};
 use datafusion::sql::sqlparser::ast::Value;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -193,7 +195,10 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             EngineError::new(
                 ErrorKind::Io,
-                format!("could not create data directory {}: {e}", config.data_dir.display()),
+                format!(
+                    "could not create data directory {}: {e}",
+                    config.data_dir.display()
+                ),
             )
         })?;
         let roots = if config.allowed_roots.is_empty() {
@@ -266,10 +271,14 @@ impl Engine {
         }
         if is_datafusion_extension(&tokens) {
             return match parse_with_datafusion(sql)? {
-                DfStatement::CreateExternalTable(cet) => {
-                    Ok((PreparedKind::CreateExternalTable(Box::new(cet)), None, Vec::new()))
+                DfStatement::CreateExternalTable(cet) => Ok((
+                    PreparedKind::CreateExternalTable(Box::new(cet)),
+                    None,
+                    Vec::new(),
+                )),
+                DfStatement::CopyTo(copy) => {
+                    Ok((PreparedKind::Copy(Box::new(copy)), None, Vec::new()))
                 }
-                DfStatement::CopyTo(copy) => Ok((PreparedKind::Copy(Box::new(copy)), None, Vec::new())),
                 other => self.prepare_plan(session, other).await,
             };
         }
@@ -301,7 +310,11 @@ impl Engine {
         let param_types = ordered_param_types(&plan)?;
         let schema = match &plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
-            LogicalPlan::Statement(s) if !matches!(s, datafusion::logical_expr::Statement::Execute(_)) => None,
+            LogicalPlan::Statement(s)
+                if !matches!(s, datafusion::logical_expr::Statement::Execute(_)) =>
+            {
+                None
+            }
             other => Some(Arc::new(other.schema().as_arrow().clone())),
         };
         Ok((PreparedKind::Plan(Box::new(statement)), schema, param_types))
@@ -329,8 +342,15 @@ impl Engine {
                 let locations = self
                     .create_external_table(session, (**cet).clone(), &base_dir)
                     .await?;
-                self.record_external_table(session, &mut catalog, cet, prepared.sql(), &base_dir, &locations)
-                    .await?;
+                self.record_external_table(
+                    session,
+                    &mut catalog,
+                    cet,
+                    prepared.sql(),
+                    &base_dir,
+                    &locations,
+                )
+                .await?;
                 Ok(Output::command("CREATE TABLE"))
             }
             PreparedKind::Copy(copy) => self.copy_to(session, (**copy).clone()).await,
@@ -426,7 +446,8 @@ impl Engine {
                         base_dir: None,
                     };
                     let entry = catalog.upsert(entry)?;
-                    self.snapshot_table(context, &catalog, &entry, &name).await?
+                    self.snapshot_table(context, &catalog, &entry, &name)
+                        .await?
                 };
                 Ok(Output::command(if has_query {
                     format!("SELECT {rows}")
@@ -457,7 +478,9 @@ impl Engine {
             DdlStatement::CreateCatalogSchema(create) => {
                 let name = create.schema_name.to_ascii_lowercase();
                 context
-                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(create)))
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateCatalogSchema(
+                        create,
+                    )))
                     .await?;
                 catalog.upsert(Entry {
                     id: 0,
@@ -506,7 +529,11 @@ impl Engine {
         }
     }
 
-    async fn execute_dml(&self, session: &Session, dml: DmlStatement) -> Result<Output, EngineError> {
+    async fn execute_dml(
+        &self,
+        session: &Session,
+        dml: DmlStatement,
+    ) -> Result<Output, EngineError> {
         let context = session.context();
         let key = table_key(&dml.table_name);
         let table = dml.table_name.clone();
@@ -520,8 +547,13 @@ impl Engine {
             .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
             .map(|a| a.iter().flatten().sum::<u64>())
             .unwrap_or(0);
-        if let Some(entry) = catalog.get(&key).filter(|e| e.kind == EntryKind::Table).cloned() {
-            self.snapshot_table(context, &catalog, &entry, &table).await?;
+        if let Some(entry) = catalog
+            .get(&key)
+            .filter(|e| e.kind == EntryKind::Table)
+            .cloned()
+        {
+            self.snapshot_table(context, &catalog, &entry, &table)
+                .await?;
         }
         let tag = match op {
             WriteOp::Insert(_) => format!("INSERT 0 {count}"),
@@ -590,8 +622,21 @@ impl Engine {
             .state()
             .statement_to_plan(DfStatement::CreateExternalTable(cet))
             .await?;
-        session.context().execute_logical_plan(plan).await?;
-        Ok(shown)
+        match session.context().execute_logical_plan(plan).await {
+            Ok(_) => Ok(shown),
+            Err(err) => {
+                let err = EngineError::from(err);
+                if matches!(err.kind(), ErrorKind::Io | ErrorKind::Internal) {
+                    // Storage errors rarely say where; name the location.
+                    Err(EngineError::new(
+                        ErrorKind::Io,
+                        format!("could not read {}: {}", shown.join(", "), err.message()),
+                    ))
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// Registers the object store a location needs and returns the location as DataFusion
@@ -606,7 +651,10 @@ impl Engine {
             if let Some((key, _)) = store_options.first() {
                 return Err(EngineError::new(
                     ErrorKind::InvalidParameterValue,
-                    format!("option '{key}' applies to S3 and HDFS locations, not to local path {}", resolved.display),
+                    format!(
+                        "option '{key}' applies to S3 and HDFS locations, not to local path {}",
+                        resolved.display
+                    ),
                 ));
             }
             return local_path_text(resolved);
@@ -647,14 +695,23 @@ impl Engine {
         Ok(())
     }
 
-    async fn copy_to(&self, session: &Session, mut copy: CopyToStatement) -> Result<Output, EngineError> {
+    async fn copy_to(
+        &self,
+        session: &Session,
+        mut copy: CopyToStatement,
+    ) -> Result<Output, EngineError> {
         let options: Vec<(String, String)> = copy
             .options
             .iter()
             .map(|(k, v)| (k.clone(), value_text(v)))
             .collect();
         let (store_options, format_options) = split_store_options(options);
-        let resolved = resolve_location(&copy.target, &self.inner.config.base_dir, &self.inner.policy, false)?;
+        let resolved = resolve_location(
+            &copy.target,
+            &self.inner.config.base_dir,
+            &self.inner.policy,
+            false,
+        )?;
         copy.target = self.register_store(session, &resolved, &store_options)?;
         copy.options = format_options
             .into_iter()
@@ -665,7 +722,12 @@ impl Engine {
             .state()
             .statement_to_plan(DfStatement::CopyTo(copy))
             .await?;
-        let batches = session.context().execute_logical_plan(plan).await?.collect().await?;
+        let batches = session
+            .context()
+            .execute_logical_plan(plan)
+            .await?
+            .collect()
+            .await?;
         let count: u64 = batches
             .iter()
             .filter_map(|b| b.column_by_name("count"))
@@ -680,10 +742,17 @@ impl Engine {
     }
 
     fn unavailable_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.inner.unavailable.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn own_schema(&self, session: &Session, own: &OwnStatement) -> Result<Option<SchemaRef>, EngineError> {
+    fn own_schema(
+        &self,
+        session: &Session,
+        own: &OwnStatement,
+    ) -> Result<Option<SchemaRef>, EngineError> {
         Ok(match own {
             OwnStatement::Show { name } => Some(show_schema(session, name)?),
             OwnStatement::ShowTables => Some(show_tables_schema()),
@@ -691,7 +760,11 @@ impl Engine {
         })
     }
 
-    async fn execute_own(&self, session: &Session, own: &OwnStatement) -> Result<Output, EngineError> {
+    async fn execute_own(
+        &self,
+        session: &Session,
+        own: &OwnStatement,
+    ) -> Result<Output, EngineError> {
         match own {
             OwnStatement::Set { name, value } => {
                 let status = session.set(name, value.as_deref())?;
@@ -704,7 +777,11 @@ impl Engine {
             OwnStatement::SetTransaction => Ok(Output::command("SET")),
             OwnStatement::Reset { name: None } | OwnStatement::DiscardAll => {
                 session.reset_all();
-                let tag = if matches!(own, OwnStatement::DiscardAll) { "DISCARD ALL" } else { "RESET" };
+                let tag = if matches!(own, OwnStatement::DiscardAll) {
+                    "DISCARD ALL"
+                } else {
+                    "RESET"
+                };
                 Ok(Output::Command {
                     tag: tag.to_string(),
                     parameter_status: crate::session::startup_parameters(session.user()),
@@ -735,11 +812,15 @@ impl Engine {
             let all = session.all();
             let names = StringArray::from_iter_values(all.iter().map(|(n, _)| n.as_str()));
             let values = StringArray::from_iter_values(all.iter().map(|(_, v)| v.as_str()));
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(names), Arc::new(values)])?;
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(names), Arc::new(values)])?;
             return Output::rows(schema, vec![batch]);
         }
         let value = session.get(name).ok_or_else(|| unknown_setting(name))?;
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])?;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![value]))],
+        )?;
         Output::rows(schema, vec![batch])
     }
 
@@ -768,7 +849,11 @@ impl Engine {
         rows.sort();
         let schema = show_tables_schema();
         let columns = (0..5)
-            .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as _)
+            .map(|i| {
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r[i].as_str()),
+                )) as _
+            })
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Output::rows(schema, vec![batch])
@@ -789,29 +874,48 @@ impl Engine {
                 }
             }
         }
-        tracing::info!(restored, failed = entries.len() - restored, "catalog restored");
+        tracing::info!(
+            restored,
+            failed = entries.len() - restored,
+            "catalog restored"
+        );
     }
 
-    async fn restore_entry(&self, session: &Session, catalog: &CatalogStore, entry: &Entry) -> Result<(), EngineError> {
+    async fn restore_entry(
+        &self,
+        session: &Session,
+        catalog: &CatalogStore,
+        entry: &Entry,
+    ) -> Result<(), EngineError> {
         let sql = entry.sql.as_deref().unwrap_or_default();
         match entry.kind {
             EntryKind::ExternalTable => {
                 let DfStatement::CreateExternalTable(cet) = parse_with_datafusion(sql)? else {
-                    return Err(EngineError::internal("catalog entry is not CREATE EXTERNAL TABLE"));
+                    return Err(EngineError::internal(
+                        "catalog entry is not CREATE EXTERNAL TABLE",
+                    ));
                 };
                 let base_dir = entry
                     .base_dir
                     .as_deref()
                     .map(PathBuf::from)
                     .unwrap_or_else(|| self.inner.config.base_dir.clone());
-                self.create_external_table(session, cet, &base_dir).await.map(|_| ())
+                self.create_external_table(session, cet, &base_dir)
+                    .await
+                    .map(|_| ())
             }
             EntryKind::View | EntryKind::Schema => {
                 let prepared = self.prepare(session, sql).await?;
                 let PreparedKind::Plan(statement) = &prepared.inner.kind else {
-                    return Err(EngineError::internal("catalog entry is not a plannable statement"));
+                    return Err(EngineError::internal(
+                        "catalog entry is not a plannable statement",
+                    ));
                 };
-                let plan = session.context().state().statement_to_plan((**statement).clone()).await?;
+                let plan = session
+                    .context()
+                    .state()
+                    .statement_to_plan((**statement).clone())
+                    .await?;
                 session.context().execute_logical_plan(plan).await?;
                 Ok(())
             }
@@ -819,7 +923,12 @@ impl Engine {
         }
     }
 
-    async fn restore_table(&self, session: &Session, catalog: &CatalogStore, entry: &Entry) -> Result<(), EngineError> {
+    async fn restore_table(
+        &self,
+        session: &Session,
+        catalog: &CatalogStore,
+        entry: &Entry,
+    ) -> Result<(), EngineError> {
         let (schema, batches) = catalog.read_table_data(entry)?;
         let reference = key_reference(&entry.name);
         if let Some(sql) = &entry.sql {
@@ -828,7 +937,11 @@ impl Engine {
             let PreparedKind::Plan(statement) = &prepared.inner.kind else {
                 return Err(EngineError::internal("catalog entry is not CREATE TABLE"));
             };
-            let plan = session.context().state().statement_to_plan((**statement).clone()).await?;
+            let plan = session
+                .context()
+                .state()
+                .statement_to_plan((**statement).clone())
+                .await?;
             session.context().execute_logical_plan(plan).await?;
             let provider = session.context().table_provider(reference).await?;
             let table = provider
@@ -840,18 +953,24 @@ impl Engine {
             return Ok(());
         }
         let table = MemTable::try_new(schema, vec![batches])?;
-        session.context().register_table(reference, Arc::new(table))?;
+        session
+            .context()
+            .register_table(reference, Arc::new(table))?;
         Ok(())
     }
 
     fn mark_unavailable(&self, session: &Session, entry: &Entry, reason: &str) {
-        self.unavailable_map().insert(entry.name.clone(), reason.to_string());
+        self.unavailable_map()
+            .insert(entry.name.clone(), reason.to_string());
         if entry.kind == EntryKind::Schema {
             return;
         }
         let schema: SchemaRef = Arc::new(entry.schema.clone().unwrap_or_else(Schema::empty));
         let table = UnavailableTable::new(&entry.name, schema, reason);
-        if let Err(err) = session.context().register_table(key_reference(&entry.name), Arc::new(table)) {
+        if let Err(err) = session
+            .context()
+            .register_table(key_reference(&entry.name), Arc::new(table))
+        {
             tracing::error!(table = %entry.name, error = %err, "could not register the unavailable table");
         }
     }
@@ -880,9 +999,10 @@ fn parse_with_datafusion(sql: &str) -> Result<DfStatement, EngineError> {
 }
 
 fn local_path_text(resolved: &ResolvedLocation) -> Result<String, EngineError> {
-    let path = resolved.url.to_file_path().map_err(|()| {
-        EngineError::internal(format!("{} is not a local path", resolved.url))
-    })?;
+    let path = resolved
+        .url
+        .to_file_path()
+        .map_err(|()| EngineError::internal(format!("{} is not a local path", resolved.url)))?;
     let mut text = path.display().to_string();
     if resolved.url.path().ends_with('/') && !text.ends_with('/') {
         text.push('/');
@@ -898,7 +1018,9 @@ fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Engi
             .strip_prefix('$')
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n >= 1)
-            .ok_or_else(|| EngineError::syntax(format!("parameter {name} must be written $1, $2, …")))?;
+            .ok_or_else(|| {
+                EngineError::syntax(format!("parameter {name} must be written $1, $2, …"))
+            })?;
         indexed.push((index, data_type));
     }
     let count = indexed.iter().map(|(i, _)| *i).max().unwrap_or(0);
@@ -912,7 +1034,10 @@ fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Engi
 /// Casts parameter values to the types the planner inferred for them. A client sends `text` for
 /// a column the planner holds as `Utf8View`, `int8` where it expects `int4` …; the plan was
 /// type-checked against the inferred types, so the values must match them exactly.
-fn coerce_params(params: ParamValues, types: &[Option<DataType>]) -> Result<ParamValues, EngineError> {
+fn coerce_params(
+    params: ParamValues,
+    types: &[Option<DataType>],
+) -> Result<ParamValues, EngineError> {
     let ParamValues::List(values) = params else {
         return Ok(params);
     };
@@ -950,8 +1075,14 @@ fn show_schema(session: &Session, name: &str) -> Result<SchemaRef, EngineError> 
     if session.get(name).is_none() {
         return Err(unknown_setting(name));
     }
-    let column = crate::session::display_name(name).unwrap_or(name).to_string();
-    Ok(Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)])))
+    let column = crate::session::display_name(name)
+        .unwrap_or(name)
+        .to_string();
+    Ok(Arc::new(Schema::new(vec![Field::new(
+        column,
+        DataType::Utf8,
+        false,
+    )])))
 }
 
 fn show_tables_schema() -> SchemaRef {

@@ -186,7 +186,9 @@ fn classify_plan_message(message: &str) -> ErrorKind {
     let lower = message.to_ascii_lowercase();
     if lower.contains("not found") && (lower.contains("table") || lower.contains("view")) {
         ErrorKind::UndefinedTable
-    } else if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
+    } else if lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
+    {
         ErrorKind::UndefinedFunction
     } else if lower.contains("already exists") {
         ErrorKind::DuplicateObject
@@ -221,7 +223,10 @@ fn classify(err: &DataFusionError) -> ErrorKind {
             let lower = message.to_ascii_lowercase();
             if lower.contains("divide by zero") || lower.contains("division by zero") {
                 ErrorKind::DivisionByZero
-            } else if lower.contains("cast") || lower.contains("overflow") || lower.contains("parse") {
+            } else if lower.contains("cast")
+                || lower.contains("overflow")
+                || lower.contains("parse")
+            {
                 ErrorKind::DataException
             } else if lower.contains("already exists") {
                 ErrorKind::DuplicateObject

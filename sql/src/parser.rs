@@ -27,7 +27,10 @@ pub enum OwnStatement {
     ShowTables,
     /// `BEGIN`, `COMMIT`, `ROLLBACK` and friends: Freshet has no multi-statement transactions,
     /// so they are accepted and do nothing. The tag is what PostgreSQL would answer.
-    Transaction { tag: &'static str, kind: TransactionKind },
+    Transaction {
+        tag: &'static str,
+        kind: TransactionKind,
+    },
     /// `DISCARD ALL`: forget session settings.
     DiscardAll,
 }
@@ -242,7 +245,10 @@ fn parse_value(tokens: &[Token]) -> Result<Option<String>, EngineError> {
 
 fn parse_set(tokens: &[Token]) -> Result<OwnStatement, EngineError> {
     let mut rest = tokens;
-    if matches!(keyword_at(rest, 0).as_deref(), Some("SESSION") | Some("LOCAL")) {
+    if matches!(
+        keyword_at(rest, 0).as_deref(),
+        Some("SESSION") | Some("LOCAL")
+    ) {
         if keyword_at(rest, 1).as_deref() == Some("CHARACTERISTICS") {
             return Ok(OwnStatement::SetTransaction);
         }
@@ -359,9 +365,21 @@ mod tests {
     #[test]
     fn set_forms_are_recognised() {
         let cases = [
-            ("SET application_name = 'psql'", "application_name", Some("psql")),
-            ("set extra_float_digits to 3", "extra_float_digits", Some("3")),
-            ("SET SESSION DateStyle TO ISO, MDY", "datestyle", Some("ISO, MDY")),
+            (
+                "SET application_name = 'psql'",
+                "application_name",
+                Some("psql"),
+            ),
+            (
+                "set extra_float_digits to 3",
+                "extra_float_digits",
+                Some("3"),
+            ),
+            (
+                "SET SESSION DateStyle TO ISO, MDY",
+                "datestyle",
+                Some("ISO, MDY"),
+            ),
             ("SET TIME ZONE 'UTC'", "timezone", Some("UTC")),
             ("SET search_path TO DEFAULT", "search_path", None),
             (
@@ -369,7 +387,11 @@ mod tests {
                 "datafusion.execution.batch_size",
                 Some("1024"),
             ),
-            ("SET statement_timeout = -1", "statement_timeout", Some("-1")),
+            (
+                "SET statement_timeout = -1",
+                "statement_timeout",
+                Some("-1"),
+            ),
         ];
         for (sql, name, value) in cases {
             assert_eq!(
@@ -385,7 +407,10 @@ mod tests {
 
     #[test]
     fn show_forms_are_recognised_and_datafusion_ones_left_alone() {
-        assert_eq!(parse_own("SHOW TABLES").unwrap(), Some(OwnStatement::ShowTables));
+        assert_eq!(
+            parse_own("SHOW TABLES").unwrap(),
+            Some(OwnStatement::ShowTables)
+        );
         assert_eq!(
             parse_own("show transaction isolation level").unwrap(),
             Some(OwnStatement::Show {
@@ -401,12 +426,18 @@ mod tests {
         let begin = parse_own("BEGIN ISOLATION LEVEL READ COMMITTED").unwrap();
         assert!(matches!(
             begin,
-            Some(OwnStatement::Transaction { tag: "BEGIN", kind: TransactionKind::Start })
+            Some(OwnStatement::Transaction {
+                tag: "BEGIN",
+                kind: TransactionKind::Start
+            })
         ));
         let to_savepoint = parse_own("ROLLBACK TO SAVEPOINT s1").unwrap();
         assert!(matches!(
             to_savepoint,
-            Some(OwnStatement::Transaction { kind: TransactionKind::Within, .. })
+            Some(OwnStatement::Transaction {
+                kind: TransactionKind::Within,
+                ..
+            })
         ));
     }
 

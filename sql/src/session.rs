@@ -53,18 +53,72 @@ const SETTINGS: &[Setting] = &[
     setting("intervalstyle", "IntervalStyle", "postgres", true, false),
     setting("timezone", "TimeZone", "UTC", true, false),
     setting("search_path", "search_path", "public", false, false),
-    setting("extra_float_digits", "extra_float_digits", "1", false, false),
+    setting(
+        "extra_float_digits",
+        "extra_float_digits",
+        "1",
+        false,
+        false,
+    ),
     setting("statement_timeout", "statement_timeout", "0", false, false),
     setting("lock_timeout", "lock_timeout", "0", false, false),
-    setting("idle_in_transaction_session_timeout", "idle_in_transaction_session_timeout", "0", false, false),
-    setting("client_min_messages", "client_min_messages", "notice", false, false),
+    setting(
+        "idle_in_transaction_session_timeout",
+        "idle_in_transaction_session_timeout",
+        "0",
+        false,
+        false,
+    ),
+    setting(
+        "client_min_messages",
+        "client_min_messages",
+        "notice",
+        false,
+        false,
+    ),
     setting("bytea_output", "bytea_output", "hex", false, false),
-    setting("standard_conforming_strings", "standard_conforming_strings", "on", true, false),
-    setting("transaction_isolation", "transaction_isolation", "read committed", false, false),
-    setting("default_transaction_isolation", "default_transaction_isolation", "read committed", false, false),
-    setting("transaction_read_only", "transaction_read_only", "off", false, false),
-    setting("default_transaction_read_only", "default_transaction_read_only", "off", false, false),
-    setting("session_authorization", "session_authorization", "", true, false),
+    setting(
+        "standard_conforming_strings",
+        "standard_conforming_strings",
+        "on",
+        true,
+        false,
+    ),
+    setting(
+        "transaction_isolation",
+        "transaction_isolation",
+        "read committed",
+        false,
+        false,
+    ),
+    setting(
+        "default_transaction_isolation",
+        "default_transaction_isolation",
+        "read committed",
+        false,
+        false,
+    ),
+    setting(
+        "transaction_read_only",
+        "transaction_read_only",
+        "off",
+        false,
+        false,
+    ),
+    setting(
+        "default_transaction_read_only",
+        "default_transaction_read_only",
+        "off",
+        false,
+        false,
+    ),
+    setting(
+        "session_authorization",
+        "session_authorization",
+        "",
+        true,
+        false,
+    ),
     setting("row_security", "row_security", "on", false, false),
     setting("jit", "jit", "off", false, false),
     setting("work_mem", "work_mem", "4MB", false, false),
@@ -72,13 +126,37 @@ const SETTINGS: &[Setting] = &[
     setting("lc_monetary", "lc_monetary", "C", false, false),
     setting("lc_numeric", "lc_numeric", "C", false, false),
     setting("lc_time", "lc_time", "C", false, false),
-    setting("synchronous_commit", "synchronous_commit", "on", false, false),
-    setting("server_version", "server_version", PG_SERVER_VERSION, true, true),
-    setting("server_version_num", "server_version_num", "160006", false, true),
+    setting(
+        "synchronous_commit",
+        "synchronous_commit",
+        "on",
+        false,
+        false,
+    ),
+    setting(
+        "server_version",
+        "server_version",
+        PG_SERVER_VERSION,
+        true,
+        true,
+    ),
+    setting(
+        "server_version_num",
+        "server_version_num",
+        "160006",
+        false,
+        true,
+    ),
     setting("server_encoding", "server_encoding", "UTF8", true, true),
     setting("integer_datetimes", "integer_datetimes", "on", true, true),
     setting("is_superuser", "is_superuser", "on", true, true),
-    setting("max_identifier_length", "max_identifier_length", "63", false, true),
+    setting(
+        "max_identifier_length",
+        "max_identifier_length",
+        "63",
+        false,
+        true,
+    ),
     setting("max_index_keys", "max_index_keys", "32", false, true),
     setting("block_size", "block_size", "8192", false, true),
     setting("lc_collate", "lc_collate", "C", false, true),
@@ -176,7 +254,11 @@ impl Session {
 
     /// Sets a setting; `None` restores the default. Returns the ParameterStatus to send, if
     /// the setting is one clients track.
-    pub fn set(&self, key: &str, value: Option<&str>) -> Result<Option<(String, String)>, EngineError> {
+    pub fn set(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<(String, String)>, EngineError> {
         if key.starts_with("datafusion.") {
             self.set_datafusion(key, value)?;
             return Ok(None);
@@ -292,10 +374,16 @@ mod tests {
     fn reported_settings_return_parameter_status() {
         let s = session();
         let status = s.set("application_name", Some("psql")).unwrap();
-        assert_eq!(status, Some(("application_name".to_string(), "psql".to_string())));
+        assert_eq!(
+            status,
+            Some(("application_name".to_string(), "psql".to_string()))
+        );
         assert_eq!(s.get("APPLICATION_NAME").as_deref(), Some("psql"));
         let status = s.set("datestyle", None).unwrap();
-        assert_eq!(status, Some(("DateStyle".to_string(), "ISO, MDY".to_string())));
+        assert_eq!(
+            status,
+            Some(("DateStyle".to_string(), "ISO, MDY".to_string()))
+        );
     }
 
     #[test]
@@ -324,7 +412,8 @@ mod tests {
     #[test]
     fn datafusion_settings_go_to_the_session_context() {
         let s = session();
-        s.set("datafusion.execution.batch_size", Some("1234")).unwrap();
+        s.set("datafusion.execution.batch_size", Some("1234"))
+            .unwrap();
         assert_eq!(
             s.get("datafusion.execution.batch_size").as_deref(),
             Some("1234")

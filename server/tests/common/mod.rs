@@ -10,7 +10,9 @@ use std::time::Duration;
 
 /// The repository's `tests/` folder (slt files, fixtures).
 pub fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
 }
 
 /// Copies `tests/data` into `dir`, so a server started in `dir` may read it.
@@ -139,7 +141,8 @@ impl TestServer {
         password: Option<&str>,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, connection) =
-            tokio_postgres::connect(&self.conn_string(user, password), tokio_postgres::NoTls).await?;
+            tokio_postgres::connect(&self.conn_string(user, password), tokio_postgres::NoTls)
+                .await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -148,7 +151,9 @@ impl TestServer {
 
     /// Connects with tokio-postgres as user `test`.
     pub async fn client(&self) -> tokio_postgres::Client {
-        self.connect_as("test", None).await.expect("connect to freshet")
+        self.connect_as("test", None)
+            .await
+            .expect("connect to freshet")
     }
 
     /// Stops the server with SIGTERM and waits for it, as an operator would.
