@@ -1,9 +1,12 @@
-//! Freshet's connectors: the code that reads from and writes to the world
-//! outside the engine (files and object stores, and later Kafka and generators).
+//! Freshet's connectors: the code that reads from and writes to the world outside the engine.
 //!
-//! The crate holds one folder per connector (`files/`, ...). Each connector
-//! owns its own configuration parsing, errors and I/O. The crate knows nothing
-//! about SQL statements: the `sql` crate turns statements into calls on the
-//! functions exported here, never the other way round.
+//! One folder per connector (`files/`, `kafka/`, `generators/`), each owning its
+//! configuration parsing, errors and I/O; sources implement [`source::Source`] and are listed
+//! in [`source::registry`]. Message formats live in `formats/`. The crate knows nothing about
+//! SQL statements: the `sql` crate turns statements into calls on what is exported here.
 
 pub mod files;
+pub mod formats;
+pub mod generators;
+pub mod kafka;
+pub mod source;

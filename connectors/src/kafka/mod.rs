@@ -1,0 +1,349 @@
+//! Kafka topics as sources (librdkafka through `rdkafka`).
+//!
+//! A snapshot is every partition from its start offset to the high-water mark seen when the
+//! snapshot is taken. Each partition is read by a blocking consumer thread that decodes
+//! messages in batches (vectorised JSON/CSV) and hands them over a bounded channel.
+//!
+//! Options: `bootstrap_servers`, `topic`, `format` (json | csv), `start_offset`
+//! (earliest | latest | group), `group_id`, `on_error` (skip | fail), `timeout_ms`, and any
+//! librdkafka property as `kafka.<name>`. Declared columns named `_partition`, `_offset`,
+//! `_timestamp` and `_key` are filled from the message metadata instead of the payload.
+
+mod reader;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::formats::{Format, PayloadDecoder};
+use crate::source::{ConnectorError, Options, Source, SourceConfig, SourceConnector, SourceCounters, Split};
+
+/// Metadata columns a Kafka source can declare.
+pub const METADATA_COLUMNS: [&str; 4] = ["_partition", "_offset", "_timestamp", "_key"];
+
+/// Where reading starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartOffset {
+    Earliest,
+    /// The high-water marks when the source was created.
+    Latest,
+    /// The committed offsets of `group_id` (earliest where none).
+    Group,
+}
+
+/// The `connector = 'kafka'` factory.
+pub struct KafkaConnector;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub name: String,
+    pub topic: String,
+    pub brokers: String,
+    pub client: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub fail_on_error: bool,
+}
+
+impl Settings {
+    pub(crate) fn consumer(&self) -> Result<BaseConsumer, ConnectorError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("group.id", format!("freshet-{}", self.name))
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
+            .set("log_level", "3");
+        for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config.create().map_err(|e| ConnectorError::InvalidOption {
+            option: "kafka.*".to_string(),
+            value: String::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn unreachable(&self, err: &KafkaError) -> ConnectorError {
+        ConnectorError::BrokerUnreachable {
+            brokers: self.brokers.clone(),
+            message: err.to_string(),
+        }
+    }
+
+    /// The topic's partitions; errors name the topic or the brokers.
+    pub(crate) fn partitions(&self, consumer: &BaseConsumer) -> Result<Vec<i32>, ConnectorError> {
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), self.timeout)
+            .map_err(|e| self.unreachable(&e))?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
+        match topic {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().iter().map(|p| p.id()).collect())
+            }
+            _ => Err(ConnectorError::TopicNotFound {
+                topic: self.topic.clone(),
+                brokers: self.brokers.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn watermarks(&self, consumer: &BaseConsumer, partition: i32) -> Result<(i64, i64), ConnectorError> {
+        consumer
+            .fetch_watermarks(&self.topic, partition, self.timeout)
+            .map_err(|e| ConnectorError::Kafka {
+                topic: self.topic.clone(),
+                message: format!("could not read the offsets of partition {partition}: {e}"),
+            })
+    }
+}
+
+fn parse_start(value: &str) -> Result<StartOffset, ConnectorError> {
+    match value.to_ascii_lowercase().as_str() {
+        "earliest" => Ok(StartOffset::Earliest),
+        "latest" => Ok(StartOffset::Latest),
+        "group" => Ok(StartOffset::Group),
+        _ => Err(ConnectorError::InvalidOption {
+            option: "start_offset".to_string(),
+            value: value.to_string(),
+            reason: "use 'earliest', 'latest' or 'group'".to_string(),
+        }),
+    }
+}
+
+fn encode_offsets(offsets: &BTreeMap<i32, i64>) -> String {
+    offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
+}
+
+fn decode_offsets(text: &str) -> BTreeMap<i32, i64> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (p, o) = pair.split_once(':')?;
+            Some((p.trim().parse().ok()?, o.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl SourceConnector for KafkaConnector {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn create(&self, config: SourceConfig, validate: bool) -> Result<Arc<dyn Source>, ConnectorError> {
+        let schema = config.schema.clone().ok_or_else(|| {
+            ConnectorError::Schema(
+                "a Kafka source needs its columns: CREATE SOURCE name (column TYPE, …) WITH (…)".to_string(),
+            )
+        })?;
+        let mut options = Options::new("kafka", &config.options);
+        let brokers = options.required("bootstrap_servers")?.to_string();
+        let topic = options.required("topic")?.to_string();
+        let format = Format::parse(options.get("format").unwrap_or("json"))?;
+        let start = parse_start(options.get("start_offset").unwrap_or("earliest"))?;
+        let group_id = options.get("group_id").map(str::to_string);
+        let fail_on_error = match options.get("on_error").unwrap_or("skip").to_ascii_lowercase().as_str() {
+            "skip" => false,
+            "fail" => true,
+            other => {
+                return Err(ConnectorError::InvalidOption {
+                    option: "on_error".to_string(),
+                    value: other.to_string(),
+                    reason: "use 'skip' (count and drop malformed messages) or 'fail'".to_string(),
+                })
+            }
+        };
+        let timeout_ms: u64 = options.parsed("timeout_ms", 10_000)?;
+        let mut client: BTreeMap<String, String> = options
+            .with_prefix("kafka.")
+            .into_iter()
+            .map(|(k, v)| (k["kafka.".len()..].to_string(), v.to_string()))
+            .collect();
+        options.finish(&["kafka."])?;
+        if start == StartOffset::Group {
+            let group = group_id.clone().ok_or(ConnectorError::MissingOption {
+                option: "group_id".to_string(),
+                connector: "kafka (start_offset = 'group')".to_string(),
+            })?;
+            client.insert("group.id".to_string(), group);
+        } else if let Some(group) = &group_id {
+            client.insert("group.id".to_string(), group.clone());
+        }
+        let payload = payload_schema(&schema)?;
+        let settings = Settings {
+            name: config.name.clone(),
+            topic,
+            brokers,
+            client,
+            timeout: Duration::from_millis(timeout_ms),
+            fail_on_error,
+        };
+        let start_offsets = match config.state.get("start_offsets") {
+            Some(text) if !validate => decode_offsets(text),
+            _ => {
+                let settings = settings.clone();
+                tokio::task::spawn_blocking(move || resolve_start(&settings, start))
+                    .await
+                    .map_err(|e| ConnectorError::Schema(format!("offset resolution failed: {e}")))??
+            }
+        };
+        Ok(Arc::new(KafkaSource {
+            settings,
+            schema,
+            decoder: PayloadDecoder::new(format, payload),
+            format,
+            start_offsets,
+            counters: Arc::new(SourceCounters::default()),
+        }))
+    }
+}
+
+/// The payload columns: the declared ones that are not metadata columns.
+fn payload_schema(schema: &SchemaRef) -> Result<SchemaRef, ConnectorError> {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| !METADATA_COLUMNS.contains(&f.name().as_str()))
+        .cloned()
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Checks the topic exists and fixes the start offset of each partition.
+fn resolve_start(settings: &Settings, start: StartOffset) -> Result<BTreeMap<i32, i64>, ConnectorError> {
+    let consumer = settings.consumer()?;
+    let partitions = settings.partitions(&consumer)?;
+    let mut offsets = BTreeMap::new();
+    let committed = if start == StartOffset::Group {
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition(&settings.topic, *p);
+        }
+        Some(consumer.committed_offsets(list, settings.timeout).map_err(|e| ConnectorError::Kafka {
+            topic: settings.topic.clone(),
+            message: format!("could not read the committed offsets of the group: {e}"),
+        })?)
+    } else {
+        None
+    };
+    for partition in partitions {
+        let (low, high) = settings.watermarks(&consumer, partition)?;
+        let offset = match start {
+            StartOffset::Earliest => low,
+            StartOffset::Latest => high,
+            StartOffset::Group => committed
+                .as_ref()
+                .and_then(|list| list.find_partition(&settings.topic, partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(low),
+        };
+        offsets.insert(partition, offset);
+    }
+    Ok(offsets)
+}
+
+/// A Kafka topic read as a source.
+#[derive(Debug)]
+pub struct KafkaSource {
+    settings: Settings,
+    schema: SchemaRef,
+    decoder: PayloadDecoder,
+    format: Format,
+    start_offsets: BTreeMap<i32, i64>,
+    counters: Arc<SourceCounters>,
+}
+
+impl KafkaSource {
+    /// A decoder for the projected payload columns only, so unread columns cost nothing. With
+    /// no payload column projected (`count(*)`, metadata only) every column is decoded, so a
+    /// malformed message is skipped whatever the query reads.
+    fn decoder_for(&self, projection: Option<&[usize]>) -> PayloadDecoder {
+        let Some(projection) = projection else {
+            return self.decoder.clone();
+        };
+        let fields: Vec<_> = projection
+            .iter()
+            .map(|i| self.schema.field(*i))
+            .filter(|f| !METADATA_COLUMNS.contains(&f.name().as_str()))
+            .cloned()
+            .collect();
+        if fields.is_empty() {
+            self.decoder.clone()
+        } else {
+            PayloadDecoder::new(self.format, Arc::new(Schema::new(fields)))
+        }
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topic '{}' at {}", self.settings.topic, self.settings.brokers)
+    }
+
+    fn state(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("start_offsets".to_string(), encode_offsets(&self.start_offsets))])
+    }
+
+    async fn snapshot(&self) -> Result<Vec<Split>, ConnectorError> {
+        let settings = self.settings.clone();
+        let starts = self.start_offsets.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer = settings.consumer()?;
+            let mut splits = Vec::new();
+            for partition in settings.partitions(&consumer)? {
+                let (low, high) = settings.watermarks(&consumer, partition)?;
+                // A partition added after the source was created starts at its beginning.
+                let start = starts.get(&partition).copied().unwrap_or(low).max(low);
+                if start < high {
+                    splits.push(Split { partition, start, end: high });
+                }
+            }
+            Ok(splits)
+        })
+        .await
+        .map_err(|e| ConnectorError::Kafka {
+            topic: self.settings.topic.clone(),
+            message: format!("snapshot task failed: {e}"),
+        })?
+    }
+
+    fn read(
+        &self,
+        split: Split,
+        projection: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> BoxStream<'static, Result<arrow::array::RecordBatch, ConnectorError>> {
+        reader::read_split(reader::ReadRequest {
+            settings: self.settings.clone(),
+            schema: self.schema.clone(),
+            decoder: self.decoder_for(projection.as_deref()),
+            counters: self.counters.clone(),
+            split,
+            projection,
+            batch_rows,
+        })
+    }
+
+    fn counters(&self) -> Arc<SourceCounters> {
+        self.counters.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
