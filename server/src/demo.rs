@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
+use freshet_sql::connectors::kafka::embedded::{Clickstream, EmbeddedKafka};
 use freshet_sql::{Engine, Output};
 use futures::StreamExt;
 
@@ -61,6 +62,42 @@ async fn run(engine: &Engine, session: &freshet_sql::Session, sql: &str) -> Resu
     Ok(())
 }
 
+/// The live part of the demo: an embedded Kafka broker fed with clicks, kept alive as long
+/// as the value is.
+pub struct Live {
+    kafka: EmbeddedKafka,
+}
+
+impl Live {
+    pub fn bootstrap_servers(&self) -> &str {
+        self.kafka.bootstrap_servers()
+    }
+}
+
+/// Starts the embedded broker and registers its topic as the source `live_clicks`.
+pub async fn start_live(engine: &Engine) -> Result<Live> {
+    let kafka = EmbeddedKafka::start(Clickstream {
+        topic: "clicks".to_string(),
+        partitions: 3,
+        events_per_second: 50,
+        users: 500,
+        items: 1000,
+    })
+    .context("could not start the embedded Kafka broker")?;
+    let session = engine.new_session("freshet");
+    // The broker is new at every start, so the source is created anew too.
+    run(engine, &session, "DROP SOURCE IF EXISTS live_clicks").await?;
+    let create = format!(
+        "CREATE SOURCE live_clicks (user_id BIGINT, item_id BIGINT, action VARCHAR, ts TIMESTAMP, \
+           WATERMARK FOR ts AS ts - INTERVAL '2 seconds') \
+         WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'clicks', format = 'json')",
+        kafka.bootstrap_servers()
+    );
+    run(engine, &session, &create).await?;
+    tracing::info!(bootstrap_servers = kafka.bootstrap_servers(), "demo Kafka broker running, topic clicks");
+    Ok(Live { kafka })
+}
+
 /// Generates the demo files (once) and registers them.
 pub async fn prepare(engine: &Engine) -> Result<()> {
     let dir = engine.data_dir().join("demo-files");
@@ -80,14 +117,16 @@ pub async fn prepare(engine: &Engine) -> Result<()> {
 }
 
 /// Tells the person who started the demo how to use it.
-pub fn print_banner(pg_addr: SocketAddr, http_addr: SocketAddr) {
+pub fn print_banner(pg_addr: SocketAddr, http_addr: SocketAddr, kafka: &str) {
     let host = pg_addr.ip();
     let port = pg_addr.port();
     println!(
-        "\nFreshet demo is running. Tables: items (Parquet), users (CSV), clicks (Parquet).\n\
+        "\nFreshet demo is running. Tables: items (Parquet), users (CSV), clicks (Parquet);\n\
+         source live_clicks: Kafka topic 'clicks' on the embedded broker at {kafka} (any Kafka client can produce to it).\n\
          \n  psql:    psql -h {host} -p {port} -U demo freshet\n\
          \x20 try:     SELECT i.category, count(*) AS clicks FROM clicks c JOIN items i USING (item_id) GROUP BY i.category ORDER BY clicks DESC;\n\
          \x20 Python:  psycopg.connect(\"host={host} port={port} user=demo dbname=freshet\")\n\
+         \x20 live:    SELECT window_start, count(*) FROM TUMBLE(live_clicks, ts, INTERVAL '10 seconds') GROUP BY window_start ORDER BY window_start DESC LIMIT 5;\n\
          \x20 health:  curl http://{http_addr}/health\n\
          \nStop with Ctrl-C.\n"
     );

@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod flight;
 mod http;
 mod metrics;
 mod pg;

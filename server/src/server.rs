@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::flight::FlightFrontend;
 use crate::metrics::Metrics;
 use crate::pg::PgFrontend;
 
@@ -31,25 +32,36 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     if let Some(path) = &config.init_sql {
         run_init_sql(&engine, path).await?;
     }
-    if demo {
+    // Held until the server stops: the demo's embedded Kafka broker lives in it.
+    let live = if demo {
         crate::demo::prepare(&engine).await?;
-    }
+        Some(crate::demo::start_live(&engine).await?)
+    } else {
+        None
+    };
 
     let metrics = Arc::new(Metrics::default());
     let pg_listener = bind(config.pg_addr, "pgwire").await?;
     let pg_addr = pg_listener.local_addr()?;
-    warn_if_exposed(&config, pg_addr);
+    warn_if_exposed(&config, "pgwire", pg_addr);
+    let flight_listener = bind(config.flight_addr, "flight").await?;
+    let flight_addr = flight_listener.local_addr()?;
+    warn_if_exposed(&config, "flight", flight_addr);
     let http_listener = bind(config.http_addr, "http").await?;
     let http_addr = http_listener.local_addr()?;
     tracing::info!("pgwire listening on {pg_addr}");
+    tracing::info!("flight listening on {flight_addr}");
+    // Logged last: test harnesses take this line to mean every listener is up.
     tracing::info!("http listening on {http_addr}");
-    if demo {
-        crate::demo::print_banner(pg_addr, http_addr);
+    if let Some(live) = &live {
+        crate::demo::print_banner(pg_addr, http_addr, live.bootstrap_servers());
     }
 
     let mut tasks = JoinSet::new();
     let frontend = PgFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
     tasks.spawn(accept_pg(pg_listener, frontend, config.max_connections, metrics.clone()));
+    let flight = FlightFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
+    tasks.spawn(crate::flight::serve(flight_listener, flight, config.max_connections));
     let router = crate::http::router(metrics.clone());
     tasks.spawn(async move {
         if let Err(err) = axum::serve(http_listener, router).await {
@@ -71,10 +83,10 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
         .with_context(|| format!("could not listen for {what} on {addr}"))
 }
 
-fn warn_if_exposed(config: &Config, addr: SocketAddr) {
+fn warn_if_exposed(config: &Config, protocol: &str, addr: SocketAddr) {
     if !addr.ip().is_loopback() && !config.auth_enabled() {
         tracing::warn!(
-            "pgwire listens on {addr}, which is not a loopback address, WITHOUT AUTHENTICATION: \
+            "{protocol} listens on {addr}, which is not a loopback address, WITHOUT AUTHENTICATION: \
              anyone who can reach it can read every table. Add [[auth.users]] to the config file \
              or listen on 127.0.0.1"
         );

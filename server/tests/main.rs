@@ -1,6 +1,8 @@
 //! End-to-end tests: each starts the real `freshet` binary and talks to it with real clients.
 
 mod common;
+mod flight;
+mod kafka;
 mod pg;
 mod psql;
 mod slt;

@@ -6,6 +6,7 @@
 //! in an Arrow IPC file per table under `tables/`. Every write goes to a temporary file that is
 //! synced and renamed over the old one, so a crash leaves either the old or the new catalog.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub enum EntryKind {
     View,
     /// `CREATE SCHEMA`.
     Schema,
+    /// `CREATE SOURCE`: a Kafka topic or a generator.
+    Source,
 }
 
 impl EntryKind {
@@ -45,6 +48,7 @@ impl EntryKind {
             EntryKind::Table => "table",
             EntryKind::View => "view",
             EntryKind::Schema => "schema",
+            EntryKind::Source => "source",
         }
     }
 }
@@ -69,6 +73,10 @@ pub struct Entry {
     /// The directory relative paths in `sql` were resolved against when it was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<String>,
+    /// State a source fixed when it was created (start offsets, start time), so it reads the
+    /// same data after a restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -274,6 +282,7 @@ mod tests {
             schema: Some(Schema::new(vec![Field::new("a", DataType::Int64, true)])),
             location: None,
             base_dir: None,
+            state: BTreeMap::new(),
         }
     }
 

@@ -34,6 +34,7 @@ use crate::error::{EngineError, ErrorKind};
 use crate::functions::version_udf;
 use crate::parser::{self, OwnStatement, TransactionKind};
 use crate::session::Session;
+use crate::sources::{check_watermark, CreateSource, SourceHandle, SourceTable};
 use crate::tables::UnavailableTable;
 
 /// The catalog (database) name clients see.
@@ -155,6 +156,8 @@ struct Inner {
     catalog: Mutex<CatalogStore>,
     /// Tables that could not be restored at start-up, with the reason.
     unavailable: StdMutex<BTreeMap<String, String>>,
+    /// Registered sources by `schema.name`.
+    sources: StdMutex<BTreeMap<String, SourceHandle>>,
     next_session: AtomicU64,
 }
 
@@ -217,6 +220,7 @@ impl Engine {
                 compat_parser: PostgresCompatibilityParser::new(),
                 catalog: Mutex::new(catalog),
                 unavailable: StdMutex::new(BTreeMap::new()),
+                sources: StdMutex::new(BTreeMap::new()),
                 next_session: AtomicU64::new(1),
             }),
         };
@@ -261,6 +265,7 @@ impl Engine {
         session: &Session,
         sql: &str,
     ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
+        let sql: &str = &crate::windows::rewrite_flink_window_syntax(sql)?;
         let tokens = parser::significant_tokens(sql)?;
         if tokens.is_empty() {
             return Ok((PreparedKind::Empty, None, Vec::new()));
@@ -335,7 +340,7 @@ impl Engine {
     ) -> Result<Output, EngineError> {
         match &prepared.inner.kind {
             PreparedKind::Empty => Ok(Output::command("")),
-            PreparedKind::Own(own) => self.execute_own(session, own).await,
+            PreparedKind::Own(own) => self.execute_own(session, own, prepared.sql()).await,
             PreparedKind::CreateExternalTable(cet) => {
                 let mut catalog = self.inner.catalog.lock().await;
                 let base_dir = self.inner.config.base_dir.clone();
@@ -444,6 +449,7 @@ impl Engine {
                         schema: None,
                         location: None,
                         base_dir: None,
+                        state: Default::default(),
                     };
                     let entry = catalog.upsert(entry)?;
                     self.snapshot_table(context, &catalog, &entry, &name)
@@ -471,6 +477,7 @@ impl Engine {
                         schema: Some(schema),
                         location: None,
                         base_dir: None,
+                        state: Default::default(),
                     })?;
                 }
                 Ok(Output::command("CREATE VIEW"))
@@ -490,11 +497,18 @@ impl Engine {
                     schema: None,
                     location: None,
                     base_dir: None,
+                    state: Default::default(),
                 })?;
                 Ok(Output::command("CREATE SCHEMA"))
             }
             DdlStatement::DropTable(drop) => {
                 let key = table_key(&drop.name);
+                if self.source_map().contains_key(&key) {
+                    return Err(EngineError::new(
+                        ErrorKind::InvalidStatement,
+                        format!("\"{}\" is a source: use DROP SOURCE", drop.name),
+                    ));
+                }
                 context
                     .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropTable(drop)))
                     .await?;
@@ -690,6 +704,7 @@ impl Engine {
             schema: Some(schema.as_ref().clone()),
             location: Some(locations.join(", ")),
             base_dir: Some(base_dir.display().to_string()),
+            state: Default::default(),
         })?;
         self.forget_unavailable(&key);
         Ok(())
@@ -737,6 +752,167 @@ impl Engine {
         Ok(Output::command(format!("COPY {count}")))
     }
 
+    fn source_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SourceHandle>> {
+        self.inner.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The source registered as `schema.name`, for the streaming runtime.
+    pub fn source(&self, key: &str) -> Option<SourceHandle> {
+        self.source_map().get(key).cloned()
+    }
+
+    async fn create_source(
+        &self,
+        session: &Session,
+        create: &CreateSource,
+        sql: &str,
+    ) -> Result<Output, EngineError> {
+        let mut catalog = self.inner.catalog.lock().await;
+        let reference = TableReference::from(create.name.to_string());
+        let key = table_key(&reference);
+        if session.context().table_exist(reference.clone())? {
+            if create.if_not_exists {
+                return Ok(Output::command("CREATE SOURCE"));
+            }
+            return Err(EngineError::new(
+                ErrorKind::DuplicateObject,
+                format!("relation \"{}\" already exists", create.name),
+            ));
+        }
+        let handle = self
+            .build_source(session, &key, create, BTreeMap::new(), true)
+            .await?;
+        let entry = Entry {
+            id: 0,
+            name: key.clone(),
+            kind: EntryKind::Source,
+            sql: Some(sql.to_string()),
+            schema: Some(handle.source.schema().as_ref().clone()),
+            location: Some(handle.source.describe()),
+            base_dir: None,
+            state: handle.source.state(),
+        };
+        self.register_source(session, handle)?;
+        if let Err(err) = catalog.upsert(entry) {
+            let _ = session.context().deregister_table(reference);
+            self.source_map().remove(&key);
+            return Err(err);
+        }
+        Ok(Output::command("CREATE SOURCE"))
+    }
+
+    /// Builds a source from its statement; `state` is what it fixed when first created.
+    async fn build_source(
+        &self,
+        session: &Session,
+        key: &str,
+        create: &CreateSource,
+        state: BTreeMap<String, String>,
+        validate: bool,
+    ) -> Result<SourceHandle, EngineError> {
+        let mut options = create.options.clone();
+        let connector_name = options.remove("connector").ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::InvalidParameterValue,
+                "CREATE SOURCE needs WITH (connector = 'kafka' | 'datagen' | 'nexmark', …)",
+            )
+        })?;
+        let schema = if create.columns.is_empty() {
+            None
+        } else {
+            Some(columns_schema(session, &create.columns).await?)
+        };
+        let connector = freshet_connectors::source::connector(&connector_name)?;
+        let config = freshet_connectors::source::SourceConfig {
+            name: key.to_string(),
+            schema,
+            options,
+            state,
+        };
+        let source = connector.create(config, validate).await?;
+        if let Some(watermark) = &create.watermark {
+            check_watermark(watermark, &source.schema())?;
+        }
+        Ok(SourceHandle {
+            name: key.to_string(),
+            connector: connector_name.to_ascii_lowercase(),
+            source,
+            watermark: create.watermark.clone(),
+        })
+    }
+
+    fn register_source(&self, session: &Session, handle: SourceHandle) -> Result<(), EngineError> {
+        let key = handle.name.clone();
+        session.context().register_table(
+            key_reference(&key),
+            Arc::new(SourceTable::new(handle.clone())),
+        )?;
+        self.source_map().insert(key, handle);
+        Ok(())
+    }
+
+    async fn drop_source(
+        &self,
+        session: &Session,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Output, EngineError> {
+        let mut catalog = self.inner.catalog.lock().await;
+        let key = table_key(&TableReference::from(name));
+        if !self.source_map().contains_key(&key) {
+            if catalog
+                .get(&key)
+                .is_some_and(|e| e.kind != EntryKind::Source)
+            {
+                return Err(EngineError::new(
+                    ErrorKind::InvalidStatement,
+                    format!("\"{name}\" is not a source: use DROP TABLE or DROP VIEW"),
+                ));
+            }
+            if if_exists {
+                return Ok(Output::command("DROP SOURCE"));
+            }
+            return Err(EngineError::new(
+                ErrorKind::UndefinedTable,
+                format!("source \"{name}\" does not exist"),
+            ));
+        }
+        session.context().deregister_table(key_reference(&key))?;
+        self.source_map().remove(&key);
+        catalog.remove(&key)?;
+        Ok(Output::command("DROP SOURCE"))
+    }
+
+    fn show_sources(&self) -> Result<Output, EngineError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sources: Vec<SourceHandle> = self.source_map().values().cloned().collect();
+        let text = |f: &dyn Fn(&SourceHandle) -> String| {
+            Arc::new(StringArray::from_iter_values(sources.iter().map(f)))
+                as datafusion::arrow::array::ArrayRef
+        };
+        let count = |f: &dyn Fn(&SourceHandle) -> u64| {
+            Arc::new(UInt64Array::from_iter_values(sources.iter().map(f)))
+                as datafusion::arrow::array::ArrayRef
+        };
+        let schema = show_sources_schema();
+        let columns = vec![
+            text(&|h| h.name.strip_prefix("public.").unwrap_or(&h.name).to_string()),
+            text(&|h| h.connector.clone()),
+            text(&|h| h.source.describe()),
+            text(&|h| {
+                h.watermark
+                    .as_ref()
+                    .map(|w| format!("{} - {} ms", w.column, w.delay_ms))
+                    .unwrap_or_default()
+            }),
+            count(&|h| h.source.counters().messages_read.load(Relaxed)),
+            count(&|h| h.source.counters().malformed_skipped.load(Relaxed)),
+            text(&|h| h.source.counters().last_error().unwrap_or_default()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Output::rows(schema, vec![batch])
+    }
+
     fn forget_unavailable(&self, key: &str) {
         self.unavailable_map().remove(key);
     }
@@ -756,6 +932,7 @@ impl Engine {
         Ok(match own {
             OwnStatement::Show { name } => Some(show_schema(session, name)?),
             OwnStatement::ShowTables => Some(show_tables_schema()),
+            OwnStatement::ShowSources => Some(show_sources_schema()),
             _ => None,
         })
     }
@@ -764,6 +941,7 @@ impl Engine {
         &self,
         session: &Session,
         own: &OwnStatement,
+        sql: &str,
     ) -> Result<Output, EngineError> {
         match own {
             OwnStatement::Set { name, value } => {
@@ -798,6 +976,11 @@ impl Engine {
             }
             OwnStatement::Show { name } => self.show(session, name),
             OwnStatement::ShowTables => self.show_tables().await,
+            OwnStatement::CreateSource(create) => self.create_source(session, create, sql).await,
+            OwnStatement::DropSource { name, if_exists } => {
+                self.drop_source(session, name, *if_exists).await
+            }
+            OwnStatement::ShowSources => self.show_sources(),
             OwnStatement::Transaction { tag, kind } => Ok(Output::Command {
                 tag: tag.to_string(),
                 parameter_status: Vec::new(),
@@ -920,6 +1103,13 @@ impl Engine {
                 Ok(())
             }
             EntryKind::Table => self.restore_table(session, catalog, entry).await,
+            EntryKind::Source => {
+                let create = crate::sources::parse_create_source(sql)?;
+                let handle = self
+                    .build_source(session, &entry.name, &create, entry.state.clone(), false)
+                    .await?;
+                self.register_source(session, handle)
+            }
         }
     }
 
@@ -1085,6 +1275,54 @@ fn show_schema(session: &Session, name: &str) -> Result<SchemaRef, EngineError> 
     )])))
 }
 
+fn show_sources_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("connector", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, false),
+        Field::new("watermark", DataType::Utf8, false),
+        Field::new("messages_read", DataType::UInt64, false),
+        Field::new("malformed_skipped", DataType::UInt64, false),
+        Field::new("last_error", DataType::Utf8, false),
+    ]))
+}
+
+/// The Arrow schema of declared columns, typed exactly as a table's would be: DataFusion plans
+/// (without running) a CREATE EXTERNAL TABLE with these columns.
+async fn columns_schema(
+    session: &Session,
+    columns: &[datafusion::sql::sqlparser::ast::ColumnDef],
+) -> Result<SchemaRef, EngineError> {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+    let probe = CreateExternalTable {
+        name: ObjectName::from(vec![Ident::new("freshet_source_columns")]),
+        columns: columns.to_vec(),
+        file_type: "CSV".to_string(),
+        locations: vec!["/".to_string()],
+        table_partition_cols: vec![],
+        order_exprs: vec![],
+        if_not_exists: false,
+        or_replace: false,
+        temporary: false,
+        unbounded: false,
+        options: vec![],
+        constraints: vec![],
+    };
+    let plan = session
+        .context()
+        .state()
+        .statement_to_plan(DfStatement::CreateExternalTable(probe))
+        .await?;
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
+            Ok(Arc::new(create.schema.as_arrow().clone()))
+        }
+        _ => Err(EngineError::internal(
+            "column planning did not produce a table definition",
+        )),
+    }
+}
+
 fn show_tables_schema() -> SchemaRef {
     Arc::new(Schema::new(
         ["schema", "name", "kind", "location", "status"]
@@ -1109,5 +1347,6 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     datafusion_pg_catalog::setup_pg_catalog(&context, DATABASE, EmptyContextProvider)
         .map_err(|e| EngineError::from(*e))?;
     context.register_udf(version_udf());
+    crate::windows::register(&context);
     Ok(context)
 }

@@ -13,11 +13,18 @@ pub mod error;
 mod functions;
 pub mod parser;
 mod session;
+pub mod sources;
 mod tables;
+mod windows;
 
 pub use datafusion;
+pub use freshet_connectors as connectors;
 pub use engine::{Engine, EngineConfig, Output, Prepared};
 pub use error::{EngineError, ErrorKind};
 pub use functions::version_string;
 pub use parser::{split_statements, TransactionKind};
 pub use session::{startup_parameters, Session, PG_SERVER_VERSION};
+pub use windows::{
+    find_windows, window_column, WindowColumn, WindowKind, WindowRole, WindowSpec, WindowTable,
+    WINDOW_END, WINDOW_START,
+};

@@ -33,6 +33,12 @@ pub enum OwnStatement {
     },
     /// `DISCARD ALL`: forget session settings.
     DiscardAll,
+    /// `CREATE SOURCE …`: a Kafka topic or a generator as a table.
+    CreateSource(Box<crate::sources::CreateSource>),
+    /// `DROP SOURCE [IF EXISTS] name`.
+    DropSource { name: String, if_exists: bool },
+    /// `SHOW SOURCES`: every source with its connector and counters.
+    ShowSources,
 }
 
 /// Whether a transaction statement opens or closes a block.
@@ -172,9 +178,25 @@ pub fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
             kind: TransactionKind::Within,
         }),
         "DISCARD" => Some(OwnStatement::DiscardAll),
+        "CREATE" if starts_with(&tokens, &["CREATE", "SOURCE"]) => Some(
+            OwnStatement::CreateSource(Box::new(crate::sources::parse_create_source(sql)?)),
+        ),
+        "DROP" if starts_with(&tokens, &["DROP", "SOURCE"]) => {
+            Some(parse_drop_source(&tokens[2..])?)
+        }
         _ => None,
     };
     Ok(statement)
+}
+
+fn parse_drop_source(tokens: &[Token]) -> Result<OwnStatement, EngineError> {
+    let if_exists = starts_with(tokens, &["IF", "EXISTS"]);
+    let rest = if if_exists { &tokens[2..] } else { tokens };
+    let (name, used) = parse_name(rest)?;
+    if used != rest.len() {
+        return Err(EngineError::syntax("DROP SOURCE takes one source name"));
+    }
+    Ok(OwnStatement::DropSource { name, if_exists })
 }
 
 fn parse_rollback(tokens: &[Token]) -> OwnStatement {
@@ -318,6 +340,7 @@ fn parse_show(tokens: &[Token]) -> Result<Option<OwnStatement>, EngineError> {
     };
     let statement = match first.as_str() {
         "TABLES" => Some(OwnStatement::ShowTables),
+        "SOURCES" => Some(OwnStatement::ShowSources),
         // Statements DataFusion knows: leave them to it.
         "COLUMNS" | "FULL" | "EXTENDED" | "FUNCTIONS" | "CREATE" => None,
         "TRANSACTION" if starts_with(tokens, &["TRANSACTION", "ISOLATION", "LEVEL"]) => {

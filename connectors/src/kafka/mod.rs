@@ -9,6 +9,7 @@
 //! librdkafka property as `kafka.<name>`. Declared columns named `_partition`, `_offset`,
 //! `_timestamp` and `_key` are filled from the message metadata instead of the payload.
 
+pub mod embedded;
 mod reader;
 
 use std::collections::BTreeMap;

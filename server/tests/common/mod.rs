@@ -47,6 +47,7 @@ pub struct Options {
 pub struct TestServer {
     child: Child,
     pub pg_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub work_dir: PathBuf,
@@ -68,7 +69,14 @@ impl TestServer {
             .arg(options.subcommand.unwrap_or("serve"))
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args([
+                "--pg-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
+            ])
             .args(&options.extra_args)
             .current_dir(work_dir)
             .env("RUST_LOG", "info")
@@ -88,18 +96,25 @@ impl TestServer {
         let sink = logs.clone();
         std::thread::spawn(move || {
             let mut pg = None;
+            let mut flight = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = address_in(&line, "pgwire listening on ") {
                     pg = Some(addr);
                 }
-                if let (Some(pg), Some(http)) = (pg, address_in(&line, "http listening on ")) {
-                    let _ = sender.send((pg, http));
+                if let Some(addr) = address_in(&line, "flight listening on ") {
+                    flight = Some(addr);
+                }
+                // The server logs its HTTP address last, once every listener is bound.
+                if let (Some(pg), Some(flight), Some(http)) =
+                    (pg, flight, address_in(&line, "http listening on "))
+                {
+                    let _ = sender.send((pg, flight, http));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
         let started = receiver.recv_timeout(Duration::from_secs(120));
-        let Ok((pg_addr, http_addr)) = started else {
+        let Ok((pg_addr, flight_addr, http_addr)) = started else {
             let _ = child.kill();
             panic!(
                 "freshet did not start listening; its log:\n{}",
@@ -109,6 +124,7 @@ impl TestServer {
         Self {
             child,
             pg_addr,
+            flight_addr,
             http_addr,
             data_dir,
             work_dir: work_dir.to_path_buf(),
