@@ -6,3 +6,4 @@ mod kafka;
 mod pg;
 mod psql;
 mod slt;
+mod tansu;

@@ -49,8 +49,6 @@ pub struct TestServer {
     pub pg_addr: SocketAddr,
     pub flight_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    pub data_dir: PathBuf,
-    pub work_dir: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -126,8 +124,6 @@ impl TestServer {
             pg_addr,
             flight_addr,
             http_addr,
-            data_dir,
-            work_dir: work_dir.to_path_buf(),
             logs,
         }
     }
@@ -191,10 +187,6 @@ impl TestServer {
         let _ = self.child.wait();
     }
 
-    /// Whether the process has exited, and how.
-    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
 }
 
 impl Drop for TestServer {
