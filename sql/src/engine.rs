@@ -178,6 +178,18 @@ fn value_text(value: &Value) -> String {
     }
 }
 
+/// Splits statement options into object-store options (`aws.*`, `hdfs.*`), as text, and the
+/// rest, which stay statement options for DataFusion's format settings.
+fn split_options(options: &[(String, Value)]) -> (Vec<(String, String)>, Vec<(String, Value)>) {
+    let text = options.iter().map(|(k, v)| (k.clone(), value_text(v))).collect();
+    let (store, format) = split_store_options(text);
+    let format = format
+        .into_iter()
+        .map(|(k, v)| (k, Value::SingleQuotedString(v)))
+        .collect();
+    (store, format)
+}
+
 /// `schema.table` for a table reference, lower-case as the planner resolves it.
 fn table_key(reference: &TableReference) -> String {
     let resolved = reference.clone().resolve(DATABASE, DEFAULT_SCHEMA);
@@ -613,12 +625,7 @@ impl Engine {
         mut cet: CreateExternalTable,
         base_dir: &Path,
     ) -> Result<Vec<String>, EngineError> {
-        let options: Vec<(String, String)> = cet
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), value_text(v)))
-            .collect();
-        let (store_options, format_options) = split_store_options(options);
+        let (store_options, format_options) = split_options(&cet.options);
         let mut locations = Vec::with_capacity(cet.locations.len());
         let mut shown = Vec::with_capacity(cet.locations.len());
         for location in &cet.locations {
@@ -627,10 +634,7 @@ impl Engine {
             shown.push(resolved.display.clone());
         }
         cet.locations = locations;
-        cet.options = format_options
-            .into_iter()
-            .map(|(k, v)| (k, Value::SingleQuotedString(v)))
-            .collect();
+        cet.options = format_options;
         let plan = session
             .context()
             .state()
@@ -715,12 +719,7 @@ impl Engine {
         session: &Session,
         mut copy: CopyToStatement,
     ) -> Result<Output, EngineError> {
-        let options: Vec<(String, String)> = copy
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), value_text(v)))
-            .collect();
-        let (store_options, format_options) = split_store_options(options);
+        let (store_options, format_options) = split_options(&copy.options);
         let resolved = resolve_location(
             &copy.target,
             &self.inner.config.base_dir,
@@ -728,10 +727,7 @@ impl Engine {
             false,
         )?;
         copy.target = self.register_store(session, &resolved, &store_options)?;
-        copy.options = format_options
-            .into_iter()
-            .map(|(k, v)| (k, Value::SingleQuotedString(v)))
-            .collect();
+        copy.options = format_options;
         let plan = session
             .context()
             .state()
