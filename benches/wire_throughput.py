@@ -9,9 +9,8 @@ the same N-row, 4-column result with:
 - psycopg 3, text cursor, `fetchall()`.
 
 Each figure is the wall time from sending the query to holding the whole result in Python.
-MB/s divides the result's size as Arrow (the same number for every client, so the figures compare
-like rows/s do) by that time; "wire MB" is what the client process read from its sockets
-(/proc/self/io rchar), for the curious.
+MB/s divides the result's size as Arrow buffers (the same number for every client, so the
+figures compare like rows/s do) by that time.
 
 Usage (from the repository, with the venv of tests/python):
     cargo build --release -p freshet
@@ -95,24 +94,10 @@ class Server:
                 self.process.kill()
 
 
-def socket_bytes_read() -> int | None:
-    try:
-        for line in Path("/proc/self/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def timed(read):
-    before = socket_bytes_read()
     start = time.perf_counter()
     rows = read()
-    seconds = time.perf_counter() - start
-    after = socket_bytes_read()
-    wire = None if before is None or after is None else after - before
-    return rows, seconds, wire
+    return rows, time.perf_counter() - start
 
 
 def read_adbc(server: Server, sql: str):
@@ -120,10 +105,10 @@ def read_adbc(server: Server, sql: str):
         def read():
             cur.execute(sql)
             table = cur.fetch_arrow_table()
-            read.nbytes = table.nbytes
+            read.nbytes = table.get_total_buffer_size()
             return table.num_rows
-        rows, seconds, wire = timed(read)
-        return rows, seconds, wire, read.nbytes
+        rows, seconds = timed(read)
+        return rows, seconds, read.nbytes
 
 
 def read_pyarrow(server: Server, sql: str):
@@ -174,33 +159,28 @@ def main():
                 for _ in range(args.repeat):
                     outcome = run()
                     if name == "flight_adbc_fetch_arrow_table":
-                        rows, seconds, wire, arrow_bytes = outcome
+                        rows, seconds, arrow_bytes = outcome
                     else:
-                        rows, seconds, wire = outcome
+                        rows, seconds = outcome
                     assert rows == args.rows, f"{name} read {rows} rows, expected {args.rows}"
-                    if best is None or seconds < best[0]:
-                        best = (seconds, wire)
-                results[name] = {"seconds": best[0], "wire_bytes": best[1]}
+                    best = seconds if best is None else min(best, seconds)
+                results[name] = best
         finally:
             server.stop()
 
     mb = arrow_bytes / 1e6
     print(f"freshet {build} build ({binary}); {args.rows:,} rows x 4 columns; "
           f"result as Arrow: {mb:.1f} MB; best of {args.repeat}")
-    print(f"{'client':32} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'wire MB':>8}")
+    print(f"{'client':32} {'seconds':>8} {'rows/s':>12} {'MB/s':>8}")
     report = {"build": build, "rows": args.rows, "arrow_mb": round(mb, 1), "clients": {}}
-    for name, figures in results.items():
-        seconds = figures["seconds"]
-        wire = figures["wire_bytes"]
+    for name, seconds in results.items():
         row = {
             "seconds": round(seconds, 2),
             "rows_per_s": int(args.rows / seconds),
             "mb_per_s": round(mb / seconds, 1),
-            "wire_mb": None if wire is None else round(wire / 1e6, 1),
         }
         report["clients"][name] = row
-        wire_text = "-" if row["wire_mb"] is None else f"{row['wire_mb']:.1f}"
-        print(f"{name:32} {row['seconds']:>8.2f} {row['rows_per_s']:>12,} {row['mb_per_s']:>8.1f} {wire_text:>8}")
+        print(f"{name:32} {row['seconds']:>8.2f} {row['rows_per_s']:>12,} {row['mb_per_s']:>8.1f}")
     print(json.dumps(report))
 
 

@@ -39,7 +39,7 @@ pub struct ServeArgs {
     /// SQL file run at start-up, statement by statement.
     #[arg(long, env = "FRESHET_INIT_SQL")]
     pub init_sql: Option<PathBuf>,
-    /// Maximum simultaneous pgwire connections [default: 256].
+    /// Maximum simultaneous connections, for pgwire and for Flight SQL each [default: 256].
     #[arg(long, env = "FRESHET_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 }

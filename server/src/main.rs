@@ -17,7 +17,11 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Config, ServeArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "freshet", version, about = "Freshet: a real-time analytics SQL server")]
+#[command(
+    name = "freshet",
+    version,
+    about = "Freshet: a real-time analytics SQL server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -59,9 +59,18 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
 
     let mut tasks = JoinSet::new();
     let frontend = PgFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
-    tasks.spawn(accept_pg(pg_listener, frontend, config.max_connections, metrics.clone()));
+    tasks.spawn(accept_pg(
+        pg_listener,
+        frontend,
+        config.max_connections,
+        metrics.clone(),
+    ));
     let flight = FlightFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
-    tasks.spawn(crate::flight::serve(flight_listener, flight, config.max_connections));
+    tasks.spawn(crate::flight::serve(
+        flight_listener,
+        flight,
+        config.max_connections,
+    ));
     let router = crate::http::router(metrics.clone());
     tasks.spawn(async move {
         if let Err(err) = axum::serve(http_listener, router).await {
@@ -93,7 +102,12 @@ fn warn_if_exposed(config: &Config, protocol: &str, addr: SocketAddr) {
     }
 }
 
-async fn accept_pg(listener: TcpListener, frontend: Arc<PgFrontend>, max_connections: usize, metrics: Arc<Metrics>) {
+async fn accept_pg(
+    listener: TcpListener,
+    frontend: Arc<PgFrontend>,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+) {
     let limit = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     loop {
@@ -106,7 +120,9 @@ async fn accept_pg(listener: TcpListener, frontend: Arc<PgFrontend>, max_connect
         };
         while connections.try_join_next().is_some() {}
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics.pg_connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .pg_connections_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%peer, max_connections, "connection refused: too many connections");
             drop(socket);
             continue;
@@ -147,7 +163,8 @@ async fn run_init_sql(engine: &Engine, path: &std::path::Path) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read init SQL file {}", path.display()))?;
     let session = engine.new_session("freshet");
-    let statements = split_statements(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let statements =
+        split_statements(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for sql in &statements {
         let output = engine
             .execute(&session, sql)

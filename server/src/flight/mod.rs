@@ -19,7 +19,9 @@
 //! SQL over `information_schema`, through the engine.
 
 mod auth;
+mod metadata;
 mod registry;
+mod results;
 mod service;
 
 use std::net::SocketAddr;

@@ -2,73 +2,46 @@
 //!
 //! Statements (queries, updates, prepared statements, and the plain-ticket path) go through
 //! [`Engine::prepare`] / [`Engine::execute_prepared`] exactly as pgwire's do. Catalog metadata
-//! (GetCatalogs, GetDbSchemas, GetTables) is read with SQL over `information_schema`, also through
-//! the engine, so Flight and pgwire clients see the same tables. Results are encoded batch by batch
-//! as the client reads them; nothing collects a whole result.
+//! is read with SQL through the engine too (see [`super::metadata`]). Results are encoded batch
+//! by batch as the client reads them (see [`super::results`]); nothing collects a whole result.
 //!
 //! Commands without rows (`CREATE …`, `SET …`, `INSERT …` sent as a query) run when the client
 //! asks for their `FlightInfo`, which then lists no endpoints: there is nothing to fetch.
 
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlNullOrdering,
-    SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar,
-    TicketStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
-use arrow_flight::{
-    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
-    Ticket,
-};
-use freshet_sql::datafusion::arrow::array::{Array, RecordBatch, StringArray};
-use freshet_sql::datafusion::arrow::compute::cast;
-use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use freshet_sql::datafusion::arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, Schema};
 use freshet_sql::datafusion::common::{ParamValues, ScalarValue};
-use freshet_sql::datafusion::execution::SendableRecordBatchStream;
-use freshet_sql::{split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session};
-use futures::{stream, Stream, StreamExt, TryStreamExt};
+use freshet_sql::{split_statements, Engine, Output, Prepared, Session};
+use futures::{stream, StreamExt};
 use prost::Message;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use super::metadata::{sql_info, table_types_batch};
 use super::registry::Registry;
+use super::results::{
+    affected_rows, arrow_status, conform, encode, encode_batch, flight_schema, guarded,
+    parameter_rows, schema_bytes, statement_timeout, DoGetStream,
+};
 use super::{status, Caller};
 use crate::metrics::Metrics;
-
-/// Most parameter rows one DoPut may bind (each row runs the statement once).
-pub const PARAMETER_ROWS_MAX: usize = 10_000;
-/// Most rows a metadata query over `information_schema` may return.
-const METADATA_ROWS_MAX: usize = 100_000;
-/// Every schema: `information_schema.schemata` leaves out `information_schema` itself, whose
-/// tables GetTables does list.
-const SCHEMAS: &str = "SELECT catalog_name, schema_name FROM information_schema.schemata \
-     UNION SELECT table_catalog, table_schema FROM information_schema.tables";
-/// Table types GetTables reports, as `information_schema.tables` names them.
-const TABLE_TYPES: [&str; 3] = ["BASE TABLE", "LOCAL TEMPORARY", "VIEW"];
-
-/// The Arrow version Freshet is built with, reported by GetSqlInfo. A test checks it against
-/// Cargo.lock.
-const ARROW_VERSION: &str = "59.3.2";
-
-/// The stream type every DoGet answers with.
-pub type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
 /// The Flight SQL service. Authentication happened before any of these methods run: each
 /// request carries its [`Caller`].
 pub struct FlightSql {
-    engine: Engine,
+    pub(super) engine: Engine,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     sql_info: SqlInfoData,
@@ -91,226 +64,26 @@ fn no_transactions(transaction_id: &Option<bytes::Bytes>) -> Result<(), Status> 
     }
 }
 
-fn arrow_status(context: &str, err: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{context}: {err}"))
+fn handle_text(handle: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(handle).map_err(|_| unknown_handle())
 }
 
-/// A schema as the bytes of an IPC schema message, as Flight SQL sends schemas.
-fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
-    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(|e| arrow_status("could not encode a schema", e))?;
-    Ok(bytes)
-}
-
-/// The schema as it travels over Flight: dictionaries are sent as their values.
-fn flight_schema(schema: &SchemaRef) -> SchemaRef {
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema.clone())
-        .build(stream::empty())
-        .known_schema()
-        .unwrap_or_else(|| schema.clone())
-}
-
-/// Encodes record batches to Flight data, one batch at a time, as the client reads.
-fn encode(
-    schema: SchemaRef,
-    batches: impl Stream<Item = Result<RecordBatch, EngineError>> + Send + 'static,
-) -> DoGetStream {
-    let batches = batches.map_err(|e| FlightError::Tonic(Box::new(status(&e))));
-    let data = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches)
-        .map_err(Status::from);
-    Box::pin(data)
-}
-
-fn encode_batch(batch: RecordBatch) -> DoGetStream {
-    encode(batch.schema(), stream::iter([Ok(batch)]))
-}
-
-fn statement_timeout() -> EngineError {
-    EngineError::new(
-        ErrorKind::Canceled,
-        "canceling statement due to statement timeout",
-    )
-}
-
-/// Stops a result stream at the statement's deadline (`statement_timeout`).
-fn guarded(
-    stream: SendableRecordBatchStream,
-    deadline: Option<Instant>,
-) -> impl Stream<Item = Result<RecordBatch, EngineError>> + Send {
-    stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        let next = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, stream.next())
-                .await
-                .unwrap_or_else(|_| Some(Err(statement_timeout().into()))),
-            None => stream.next().await,
-        };
-        match next? {
-            Ok(batch) => Some((Ok(batch), Some(stream))),
-            Err(err) => Some((Err(EngineError::from(err)), None)),
-        }
-    })
-}
-
-/// Gives a result batch the schema announced when the statement was prepared.
-///
-/// The announced schema comes from planning before parameter values are known, the rows from
-/// the plan made with them, so the two may differ in nullability (`$1 + 1` may be NULL until
-/// `$1` is known) or, rarely, in type. Columns are cast to the announced types.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, EngineError> {
-    if batch.schema_ref() == schema {
-        return Ok(batch);
-    }
-    if batch.num_columns() != schema.fields().len() {
-        return Err(EngineError::internal(format!(
-            "the result has {} columns but {} were announced",
-            batch.num_columns(),
-            schema.fields().len()
-        )));
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                return Ok(column.clone());
-            }
-            let mismatch = |reason: String| {
-                EngineError::new(
-                    ErrorKind::InvalidStatement,
-                    format!(
-                        "column \"{}\" is {} but was announced as {} when the statement was prepared \
-                         (add a CAST to its parameter): {reason}",
-                        field.name(),
-                        column.data_type(),
-                        field.data_type()
-                    ),
-                )
-            };
-            // Arrow casts some types to Null by dropping every value; never do that to a result.
-            if field.data_type() == &DataType::Null {
-                return Err(mismatch("the type was unknown".to_string()));
-            }
-            cast(column, field.data_type()).map_err(|e| mismatch(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-/// The row count of a command tag: `INSERT 0 3` → 3, `CREATE TABLE` → 0.
-fn affected_rows(tag: &str) -> i64 {
-    let counted = ["INSERT", "UPDATE", "DELETE", "SELECT", "COPY", "MERGE"];
-    let first = tag.split_whitespace().next().unwrap_or_default();
-    if !counted.contains(&first) {
-        return 0;
-    }
-    tag.split_whitespace()
-        .last()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(-1)
-}
-
-/// Reads the parameter rows of a DoPut: each row is one set of values for `$1 … $n`.
-async fn parameter_rows(
-    request: Request<PeekableFlightDataStream>,
-) -> Result<Vec<Vec<ScalarValue>>, Status> {
-    let data = request.into_inner().map_err(FlightError::from);
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
-    let mut rows = Vec::new();
-    while let Some(batch) = batches.next().await {
-        let batch = batch
-            .map_err(|e| Status::invalid_argument(format!("could not read the parameters: {e}")))?;
-        if rows.len() + batch.num_rows() > PARAMETER_ROWS_MAX {
-            return Err(Status::resource_exhausted(format!(
-                "at most {PARAMETER_ROWS_MAX} parameter rows may be bound at once"
-            )));
-        }
-        for row in 0..batch.num_rows() {
-            let values = batch
-                .columns()
-                .iter()
-                .map(|column| ScalarValue::try_from_array(column, row))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    Status::invalid_argument(format!("unsupported parameter value: {e}"))
-                })?;
-            rows.push(values);
-        }
-    }
-    Ok(rows)
-}
-
-/// The SqlInfo values GetSqlInfo reports.
-fn sql_info() -> SqlInfoData {
-    let mut info = SqlInfoDataBuilder::new();
-    info.append(SqlInfo::FlightSqlServerName, "Freshet");
-    info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-    info.append(SqlInfo::FlightSqlServerArrowVersion, ARROW_VERSION);
-    info.append(SqlInfo::FlightSqlServerReadOnly, false);
-    info.append(SqlInfo::FlightSqlServerSql, true);
-    info.append(SqlInfo::FlightSqlServerSubstrait, false);
-    info.append(
-        SqlInfo::FlightSqlServerTransaction,
-        SqlSupportedTransaction::None as i32,
-    );
-    info.append(SqlInfo::FlightSqlServerCancel, false);
-    info.append(SqlInfo::SqlDdlCatalog, false);
-    info.append(SqlInfo::SqlDdlSchema, true);
-    info.append(SqlInfo::SqlDdlTable, true);
-    info.append(
-        SqlInfo::SqlIdentifierCase,
-        SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
-    );
-    info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    info.append(
-        SqlInfo::SqlQuotedIdentifierCase,
-        SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
-    );
-    info.append(SqlInfo::SqlAllTablesAreSelectable, true);
-    info.append(
-        SqlInfo::SqlNullOrdering,
-        SqlNullOrdering::SqlNullsSortedHigh as i32,
-    );
-    info.append(SqlInfo::SqlSearchStringEscape, "\\");
-    info.append(SqlInfo::SqlSupportsColumnAliasing, true);
-    info.append(SqlInfo::SqlNullPlusNullIsNull, true);
-    info.append(
-        SqlInfo::SqlSupportedGrammar,
-        (1 << SupportedSqlGrammar::SqlMinimumGrammar as i32)
-            | (1 << SupportedSqlGrammar::SqlCoreGrammar as i32),
-    );
-    info.append(SqlInfo::SqlTransactionsSupported, false);
-    // Only constants above: failing to encode them is a bug.
-    info.build().expect("the SqlInfo constants encode")
-}
-
-/// A double-quoted SQL identifier.
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
-}
-
-/// The text of every column of `batch` at `row` (NULL as the empty string).
-fn text_columns(batch: &RecordBatch) -> Result<Vec<StringArray>, Status> {
-    batch
-        .columns()
-        .iter()
-        .map(|column| {
-            let text =
-                cast(column, &DataType::Utf8).map_err(|e| arrow_status("metadata column", e))?;
-            text.as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .ok_or_else(|| Status::internal("metadata column is not text"))
-        })
-        .collect()
+fn unknown_handle() -> Status {
+    Status::not_found("unknown prepared statement handle (closed, evicted, or from another session): prepare it again")
 }
 
 impl FlightSql {
+    /// The statement behind `handle`, if the caller's session prepared it.
+    fn prepared_statement(
+        &self,
+        caller: &Caller,
+        handle: &[u8],
+    ) -> Result<(Prepared, Option<Vec<ScalarValue>>), Status> {
+        self.registry
+            .statement(&caller.key, handle_text(handle)?)
+            .ok_or_else(unknown_handle)
+    }
+
     pub fn new(engine: Engine, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
         Self {
             engine,
@@ -468,190 +241,6 @@ impl FlightSql {
         Ok(Response::new(
             self.rows(&caller.session, &prepared, None, false).await?,
         ))
-    }
-
-    /// The rows of a metadata query over `information_schema`, every value as text.
-    async fn metadata_rows(
-        &self,
-        session: &Session,
-        sql: &str,
-        params: Vec<ScalarValue>,
-    ) -> Result<Vec<Vec<String>>, Status> {
-        let prepared = self
-            .engine
-            .prepare(session, sql)
-            .await
-            .map_err(|e| status(&e))?;
-        let params = (!params.is_empty()).then(|| ParamValues::from(params));
-        let output = self
-            .engine
-            .execute_prepared(session, &prepared, params)
-            .await
-            .map_err(|e| status(&e))?;
-        let Output::Rows(mut batches) = output else {
-            return Err(Status::internal("a metadata query returned no rows"));
-        };
-        let mut rows = Vec::new();
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| status(&EngineError::from(e)))?;
-            if rows.len() + batch.num_rows() > METADATA_ROWS_MAX {
-                return Err(Status::resource_exhausted(format!(
-                    "more than {METADATA_ROWS_MAX} rows of metadata; narrow the request with filters"
-                )));
-            }
-            let columns = text_columns(&batch)?;
-            for row in 0..batch.num_rows() {
-                rows.push(
-                    columns
-                        .iter()
-                        .map(|c| {
-                            if c.is_null(row) {
-                                String::new()
-                            } else {
-                                c.value(row).to_string()
-                            }
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Ok(rows)
-    }
-
-    /// The columns of a table, read by planning `SELECT * … LIMIT 0` through the engine.
-    async fn table_schema(
-        &self,
-        session: &Session,
-        catalog: &str,
-        schema: &str,
-        table: &str,
-    ) -> Schema {
-        let sql = format!(
-            "SELECT * FROM {}.{}.{} LIMIT 0",
-            quote(catalog),
-            quote(schema),
-            quote(table)
-        );
-        match self.engine.prepare(session, &sql).await {
-            Ok(prepared) => prepared
-                .schema()
-                .map(|s| flight_schema(s).as_ref().clone())
-                .unwrap_or_else(Schema::empty),
-            Err(err) => {
-                tracing::debug!(%catalog, %schema, %table, error = %err, "no schema for GetTables");
-                Schema::empty()
-            }
-        }
-    }
-
-    async fn catalogs_batch(
-        &self,
-        session: &Session,
-        query: CommandGetCatalogs,
-    ) -> Result<RecordBatch, Status> {
-        let rows = self
-            .metadata_rows(
-                session,
-                &format!("SELECT DISTINCT catalog_name FROM ({SCHEMAS})"),
-                Vec::new(),
-            )
-            .await?;
-        let mut builder = query.into_builder();
-        for row in rows {
-            builder.append(&row[0]);
-        }
-        builder.build().map_err(|e| arrow_status("GetCatalogs", e))
-    }
-
-    async fn schemas_batch(
-        &self,
-        session: &Session,
-        query: CommandGetDbSchemas,
-    ) -> Result<RecordBatch, Status> {
-        let rows = self.metadata_rows(session, SCHEMAS, Vec::new()).await?;
-        let mut builder = query.into_builder();
-        for row in rows {
-            builder.append(&row[0], &row[1]);
-        }
-        builder.build().map_err(|e| arrow_status("GetDbSchemas", e))
-    }
-
-    async fn tables_batch(
-        &self,
-        session: &Session,
-        query: CommandGetTables,
-    ) -> Result<RecordBatch, Status> {
-        // Filter in SQL first, so table schemas are only looked up for the tables returned.
-        let mut conditions = Vec::new();
-        let mut params = Vec::new();
-        let filters = [
-            ("table_catalog =", &query.catalog),
-            ("table_schema LIKE", &query.db_schema_filter_pattern),
-            ("table_name LIKE", &query.table_name_filter_pattern),
-        ];
-        for (condition, value) in filters {
-            if let Some(value) = value {
-                params.push(ScalarValue::Utf8(Some(value.clone())));
-                conditions.push(format!("{condition} ${}", params.len()));
-            }
-        }
-        let mut sql = "SELECT table_catalog, table_schema, table_name, table_type FROM information_schema.tables".to_string();
-        if !conditions.is_empty() {
-            sql = format!("{sql} WHERE {}", conditions.join(" AND "));
-        }
-        let rows = self.metadata_rows(session, &sql, params).await?;
-        let types = query.table_types.clone();
-        let include_schema = query.include_schema;
-        let mut builder = query.into_builder();
-        for row in rows {
-            let [catalog, schema, table, kind] = &row[..] else {
-                return Err(Status::internal(
-                    "information_schema.tables has an unexpected shape",
-                ));
-            };
-            if !types.is_empty() && !types.contains(kind) {
-                continue;
-            }
-            let columns = if include_schema {
-                self.table_schema(session, catalog, schema, table).await
-            } else {
-                Schema::empty()
-            };
-            builder
-                .append(catalog, schema, table, kind, &columns)
-                .map_err(|e| arrow_status("GetTables", e))?;
-        }
-        builder.build().map_err(|e| arrow_status("GetTables", e))
-    }
-}
-
-fn table_types_batch(query: CommandGetTableTypes) -> Result<RecordBatch, Status> {
-    let mut builder = query.into_builder();
-    for kind in TABLE_TYPES {
-        builder.append(kind);
-    }
-    builder
-        .build()
-        .map_err(|e| arrow_status("GetTableTypes", e))
-}
-
-fn handle_text(handle: &[u8]) -> Result<&str, Status> {
-    std::str::from_utf8(handle).map_err(|_| unknown_handle())
-}
-
-fn unknown_handle() -> Status {
-    Status::not_found("unknown prepared statement handle (closed, evicted, or from another session): prepare it again")
-}
-
-impl FlightSql {
-    fn prepared_statement(
-        &self,
-        caller: &Caller,
-        handle: &[u8],
-    ) -> Result<(Prepared, Option<Vec<ScalarValue>>), Status> {
-        self.registry
-            .statement(&caller.key, handle_text(handle)?)
-            .ok_or_else(unknown_handle)
     }
 }
 
@@ -960,63 +549,4 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn command_tags_give_row_counts() {
-        assert_eq!(affected_rows("INSERT 0 3"), 3);
-        assert_eq!(affected_rows("UPDATE 2"), 2);
-        assert_eq!(affected_rows("SELECT 10"), 10);
-        assert_eq!(affected_rows("CREATE TABLE"), 0);
-        assert_eq!(affected_rows("SET"), 0);
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote("users"), "\"users\"");
-        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
-    fn reported_arrow_version_is_the_one_built_with() {
-        let lock = include_str!("../../../Cargo.lock");
-        let expected = format!("name = \"arrow\"\nversion = \"{ARROW_VERSION}\"");
-        assert!(
-            lock.contains(&expected),
-            "update ARROW_VERSION to the arrow version in Cargo.lock"
-        );
-    }
-
-    #[test]
-    fn results_take_the_announced_schema() {
-        use freshet_sql::datafusion::arrow::array::Int32Array;
-        let actual = Arc::new(Schema::new(vec![Field::new("y", DataType::Int32, false)]));
-        let batch =
-            RecordBatch::try_new(actual, vec![Arc::new(Int32Array::from(vec![1, 2]))]).unwrap();
-        let announced: SchemaRef =
-            Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, true)]));
-        let conformed = conform(batch, &announced).unwrap();
-        assert_eq!(conformed.schema_ref(), &announced);
-        let unknown: SchemaRef = Arc::new(Schema::new(vec![Field::new("y", DataType::Null, true)]));
-        let batch = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("y", DataType::Int32, false)])),
-            vec![Arc::new(Int32Array::from(vec![1]))],
-        )
-        .unwrap();
-        let err = conform(batch, &unknown).unwrap_err();
-        assert!(err.message().contains("add a CAST"), "{}", err.message());
-    }
-
-    #[test]
-    fn sql_info_names_the_server() {
-        let info = sql_info();
-        let batch = info
-            .record_batch([SqlInfo::FlightSqlServerName as u32])
-            .unwrap();
-        assert_eq!(batch.num_rows(), 1);
-    }
 }

@@ -186,7 +186,6 @@ impl TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
 }
 
 impl Drop for TestServer {
