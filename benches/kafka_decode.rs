@@ -40,7 +40,10 @@ fn schema() -> Arc<Schema> {
 }
 
 fn main() {
-    let events: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let events: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     let payloads: Vec<String> = (0..events).map(event).collect();
     let bytes: usize = payloads.iter().map(String::len).sum();
 
@@ -65,20 +68,33 @@ fn main() {
         .create()
         .expect("producer");
     for payload in &payloads {
-        while let Err((err, _)) = producer.send(BaseRecord::<(), str>::to("bench").partition(0).payload(payload)) {
+        while let Err((err, _)) = producer.send(
+            BaseRecord::<(), str>::to("bench")
+                .partition(0)
+                .payload(payload),
+        ) {
             producer.poll(Duration::from_millis(10));
             let _ = err;
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (rows, read_s) = runtime.block_on(async {
-        let options: BTreeMap<String, String> = [("bootstrap_servers", brokers.as_str()), ("topic", "bench")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let config = SourceConfig { name: "bench".to_string(), schema: Some(schema()), options, state: BTreeMap::new() };
+        let options: BTreeMap<String, String> =
+            [("bootstrap_servers", brokers.as_str()), ("topic", "bench")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let config = SourceConfig {
+            name: "bench".to_string(),
+            schema: Some(schema()),
+            options,
+            state: BTreeMap::new(),
+        };
         let source = KafkaConnector.create(config, true).await.expect("source");
         let splits = source.snapshot().await.expect("snapshot");
         let started = Instant::now();

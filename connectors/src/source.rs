@@ -22,11 +22,19 @@ pub enum ConnectorError {
     #[error("unknown connector '{name}' (known: {known})")]
     UnknownConnector { name: String, known: String },
     #[error("unknown option '{option}' for connector '{connector}' (valid options: {valid})")]
-    UnknownOption { option: String, connector: String, valid: String },
+    UnknownOption {
+        option: String,
+        connector: String,
+        valid: String,
+    },
     #[error("connector '{connector}' needs the option '{option}'")]
     MissingOption { option: String, connector: String },
     #[error("invalid value '{value}' for option '{option}': {reason}")]
-    InvalidOption { option: String, value: String, reason: String },
+    InvalidOption {
+        option: String,
+        value: String,
+        reason: String,
+    },
     #[error("{0}")]
     Schema(String),
     #[error("topic '{topic}' does not exist on {brokers}")]
@@ -36,7 +44,12 @@ pub enum ConnectorError {
     #[error("Kafka error on topic '{topic}': {message}")]
     Kafka { topic: String, message: String },
     #[error("malformed message in source '{source_name}' (partition {partition}, offset {offset}): {message}")]
-    Malformed { source_name: String, partition: i32, offset: i64, message: String },
+    Malformed {
+        source_name: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -67,7 +80,10 @@ impl SourceCounters {
 
     /// The last error seen, if any.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -124,7 +140,11 @@ pub trait SourceConnector: Send + Sync {
     /// Builds a source. `validate` is true at CREATE SOURCE (check the topic exists, resolve
     /// start positions) and false when restoring at start-up (the broker may be down then;
     /// the stored state is used).
-    async fn create(&self, config: SourceConfig, validate: bool) -> Result<Arc<dyn Source>, ConnectorError>;
+    async fn create(
+        &self,
+        config: SourceConfig,
+        validate: bool,
+    ) -> Result<Arc<dyn Source>, ConnectorError>;
 }
 
 /// Every source connector. Adding one is its folder plus one line here.
@@ -179,17 +199,24 @@ impl<'a> Options<'a> {
     }
 
     /// The value of `key` parsed, or `default`.
-    pub fn parsed<T: std::str::FromStr>(&mut self, key: &'static str, default: T) -> Result<T, ConnectorError>
+    pub fn parsed<T: std::str::FromStr>(
+        &mut self,
+        key: &'static str,
+        default: T,
+    ) -> Result<T, ConnectorError>
     where
         T::Err: std::fmt::Display,
     {
         match self.get(key) {
             None => Ok(default),
-            Some(text) => text.trim().parse().map_err(|e: T::Err| ConnectorError::InvalidOption {
-                option: key.to_string(),
-                value: text.to_string(),
-                reason: e.to_string(),
-            }),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConnectorError::InvalidOption {
+                    option: key.to_string(),
+                    value: text.to_string(),
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -205,7 +232,8 @@ impl<'a> Options<'a> {
     /// Fails on the first option that was neither read nor matched by `prefixes`.
     pub fn finish(self, prefixes: &[&str]) -> Result<(), ConnectorError> {
         for key in self.values.keys() {
-            let known = self.known.contains(&key.as_str()) || prefixes.iter().any(|p| key.starts_with(p));
+            let known =
+                self.known.contains(&key.as_str()) || prefixes.iter().any(|p| key.starts_with(p));
             if !known {
                 let mut valid: Vec<String> = self.known.iter().map(|k| k.to_string()).collect();
                 valid.extend(prefixes.iter().map(|p| format!("{p}<name>")));
@@ -233,7 +261,10 @@ mod tests {
         let mut options = Options::new("kafka", &values);
         assert_eq!(options.required("topic").unwrap(), "t");
         let err = options.finish(&["kafka."]).unwrap_err().to_string();
-        assert!(err.contains("'tpoic'") && err.contains("topic") && err.contains("kafka.<name>"), "{err}");
+        assert!(
+            err.contains("'tpoic'") && err.contains("topic") && err.contains("kafka.<name>"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -242,6 +273,9 @@ mod tests {
             panic!("kafak is not a connector");
         };
         let err = err.to_string();
-        assert!(err.contains("kafak") && err.contains("kafka") && err.contains("nexmark"), "{err}");
+        assert!(
+            err.contains("kafak") && err.contains("kafka") && err.contains("nexmark"),
+            "{err}"
+        );
     }
 }

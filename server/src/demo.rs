@@ -94,7 +94,10 @@ pub async fn start_live(engine: &Engine) -> Result<Live> {
         kafka.bootstrap_servers()
     );
     run(engine, &session, &create).await?;
-    tracing::info!(bootstrap_servers = kafka.bootstrap_servers(), "demo Kafka broker running, topic clicks");
+    tracing::info!(
+        bootstrap_servers = kafka.bootstrap_servers(),
+        "demo Kafka broker running, topic clicks"
+    );
     Ok(Live { kafka })
 }
 

@@ -48,11 +48,17 @@ fn events() -> Vec<Event> {
 }
 
 fn produce(brokers: &str, topic: &str, messages: &[(i32, String)]) {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
     for (partition, payload) in messages {
         producer
-            .send(BaseRecord::<(), str>::to(topic).partition(*partition).payload(payload))
+            .send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(*partition)
+                    .payload(payload),
+            )
             .map_err(|(e, _)| e)
             .unwrap();
     }
@@ -63,7 +69,9 @@ fn produce(brokers: &str, topic: &str, messages: &[(i32, String)]) {
 fn tumble_counts(events: &[Event], size_ms: i64) -> BTreeMap<i64, i64> {
     let mut counts = BTreeMap::new();
     for e in events {
-        *counts.entry(e.ts_ms.div_euclid(size_ms) * size_ms).or_insert(0) += 1;
+        *counts
+            .entry(e.ts_ms.div_euclid(size_ms) * size_ms)
+            .or_insert(0) += 1;
     }
     counts
 }
@@ -101,7 +109,10 @@ async fn windowed_queries_over_a_topic_match_independent_counts() {
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("clicks", 3, 1).unwrap();
     let events = events();
-    let mut messages: Vec<(i32, String)> = events.iter().map(|e| (e.partition, e.payload.clone())).collect();
+    let mut messages: Vec<(i32, String)> = events
+        .iter()
+        .map(|e| (e.partition, e.payload.clone()))
+        .collect();
     messages.insert(100, (1, "{\"user_id\": oops".to_string()));
     messages.insert(400, (2, "not json at all".to_string()));
     produce(&brokers, "clicks", &messages);
@@ -119,27 +130,41 @@ async fn windowed_queries_over_a_topic_match_independent_counts() {
         .await
         .unwrap();
 
-    let total: i64 = client.query_one("SELECT count(*) FROM clicks", &[]).await.unwrap().get(0);
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM clicks", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(total, 600, "every good message, none of the malformed ones");
 
     let tumble = window_counts(&client, "TUMBLE(clicks, ts, INTERVAL '1 minute')").await;
     assert_eq!(tumble, tumble_counts(&events, 60_000));
-    let hop = window_counts(&client, "HOP(clicks, ts, INTERVAL '30 seconds', INTERVAL '2 minutes')").await;
+    let hop = window_counts(
+        &client,
+        "HOP(clicks, ts, INTERVAL '30 seconds', INTERVAL '2 minutes')",
+    )
+    .await;
     assert_eq!(hop, hop_counts(&events, 30_000, 120_000));
 
     // Metadata columns and projection.
     let per_partition = client
-        .query("SELECT _partition, count(*) FROM clicks GROUP BY _partition ORDER BY 1", &[])
+        .query(
+            "SELECT _partition, count(*) FROM clicks GROUP BY _partition ORDER BY 1",
+            &[],
+        )
         .await
         .unwrap();
-    let per_partition: Vec<(i32, i64)> = per_partition.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let per_partition: Vec<(i32, i64)> =
+        per_partition.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(per_partition, vec![(0, 200), (1, 200), (2, 200)]);
 
     let rows = client.simple_query("SHOW SOURCES").await.unwrap();
     let skipped: Vec<String> = rows
         .iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("malformed_skipped").map(str::to_string),
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                r.get("malformed_skipped").map(str::to_string)
+            }
             _ => None,
         })
         .collect();
@@ -177,8 +202,18 @@ async fn create_source_errors_name_the_problem() {
     ];
     for (sql, expected) in cases {
         let err = client.batch_execute(&sql).await.unwrap_err();
-        let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_default();
         assert!(message.contains(expected), "{sql}\n=> {message}");
-        assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0), 1);
+        assert_eq!(
+            client
+                .query_one("SELECT 1", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            1
+        );
     }
 }

@@ -22,7 +22,9 @@ fn tansu_binary() -> Option<PathBuf> {
         .unwrap_or_default()
         .into_iter()
         .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin")));
-    candidates.map(|dir| dir.join("tansu")).find(|p| p.is_file())
+    candidates
+        .map(|dir| dir.join("tansu"))
+        .find(|p| p.is_file())
 }
 
 struct Broker(Child);
@@ -35,7 +37,11 @@ impl Drop for Broker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,14 +51,24 @@ async fn a_topic_on_a_tansu_broker_is_queried_with_windows() {
             std::env::var_os("FRESHET_REQUIRE_TANSU").is_none(),
             "FRESHET_REQUIRE_TANSU is set but no tansu binary was found"
         );
-        eprintln!("SKIPPED: tansu is not installed (cargo install tansu --locked --features dynostore)");
+        eprintln!(
+            "SKIPPED: tansu is not installed (cargo install tansu --locked --features dynostore)"
+        );
         return;
     };
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let _broker = Broker(
         Command::new(tansu)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,18 +82,33 @@ async fn a_topic_on_a_tansu_broker_is_queried_with_windows() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
     let topic = NewTopic::new("orders", 2, TopicReplication::Fixed(1));
-    let created = admin.create_topics(&[topic], &AdminOptions::new()).await.expect("create topic");
+    let created = admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("create topic");
     assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
 
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
     // 120 orders, one every 2 s from 10:00:00: two per minute window… exactly 30 per minute.
     for i in 0..120i64 {
         let ts = 1_793_527_200_000i64 + i * 2_000;
         let payload = format!(r#"{{"order_id": {i}, "amount": {}, "ts": {ts}}}"#, i % 10);
-        let record = FutureRecord::<(), str>::to("orders").partition((i % 2) as i32).payload(&payload);
-        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+        let record = FutureRecord::<(), str>::to("orders")
+            .partition((i % 2) as i32)
+            .payload(&payload);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
     }
 
     let work = tempfile::tempdir().unwrap();

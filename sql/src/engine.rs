@@ -181,7 +181,10 @@ fn value_text(value: &Value) -> String {
 /// Splits statement options into object-store options (`aws.*`, `hdfs.*`), as text, and the
 /// rest, which stay statement options for DataFusion's format settings.
 fn split_options(options: &[(String, Value)]) -> (Vec<(String, String)>, Vec<(String, Value)>) {
-    let text = options.iter().map(|(k, v)| (k.clone(), value_text(v))).collect();
+    let text = options
+        .iter()
+        .map(|(k, v)| (k.clone(), value_text(v)))
+        .collect();
     let (store, format) = split_store_options(text);
     let format = format
         .into_iter()
@@ -892,7 +895,12 @@ impl Engine {
         };
         let schema = show_sources_schema();
         let columns = vec![
-            text(&|h| h.name.strip_prefix("public.").unwrap_or(&h.name).to_string()),
+            text(&|h| {
+                h.name
+                    .strip_prefix("public.")
+                    .unwrap_or(&h.name)
+                    .to_string()
+            }),
             text(&|h| h.connector.clone()),
             text(&|h| h.source.describe()),
             text(&|h| {

@@ -18,9 +18,9 @@ mod tables;
 mod windows;
 
 pub use datafusion;
-pub use freshet_connectors as connectors;
 pub use engine::{Engine, EngineConfig, Output, Prepared};
 pub use error::{EngineError, ErrorKind};
+pub use freshet_connectors as connectors;
 pub use functions::version_string;
 pub use parser::{split_statements, TransactionKind};
 pub use session::{startup_parameters, Session, PG_SERVER_VERSION};

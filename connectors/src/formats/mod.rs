@@ -80,7 +80,10 @@ impl PayloadDecoder {
 
     /// Decodes `messages`; returns the rows of the good ones, in order, and for each malformed
     /// one its index and the reason.
-    pub fn decode(&self, messages: &[&[u8]]) -> Result<(RecordBatch, Vec<(usize, String)>), ArrowError> {
+    pub fn decode(
+        &self,
+        messages: &[&[u8]],
+    ) -> Result<(RecordBatch, Vec<(usize, String)>), ArrowError> {
         let mut malformed = Vec::new();
         let fast = self.decode_all(messages);
         let batch = match fast {
@@ -91,7 +94,10 @@ impl PayloadDecoder {
                 for (index, message) in messages.iter().enumerate() {
                     match self.decode_all(std::slice::from_ref(message)) {
                         Ok(batch) if batch.num_rows() == 1 => good.push(batch),
-                        Ok(batch) => malformed.push((index, format!("expected one record, found {}", batch.num_rows()))),
+                        Ok(batch) => malformed.push((
+                            index,
+                            format!("expected one record, found {}", batch.num_rows()),
+                        )),
                         Err(err) => malformed.push((index, err.to_string())),
                     }
                 }
@@ -102,7 +108,10 @@ impl PayloadDecoder {
     }
 
     fn decode_all(&self, messages: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
-        if messages.iter().any(|m| m.iter().all(u8::is_ascii_whitespace)) {
+        if messages
+            .iter()
+            .any(|m| m.iter().all(u8::is_ascii_whitespace))
+        {
             return Err(ArrowError::ParseError("empty message".to_string()));
         }
         let mut buffer = Vec::with_capacity(messages.iter().map(|m| m.len() + 1).sum());
@@ -117,7 +126,9 @@ impl PayloadDecoder {
                     .with_batch_size(rows + 1)
                     .build_decoder()?;
                 feed(&buffer, |chunk| decoder.decode(chunk))?;
-                Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone())))
+                Ok(decoder
+                    .flush()?
+                    .unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone())))
             }
             Format::Csv => {
                 let mut decoder = arrow::csv::ReaderBuilder::new(self.decode_schema.clone())
@@ -125,7 +136,9 @@ impl PayloadDecoder {
                     .with_batch_size(rows + 1)
                     .build_decoder();
                 feed(&buffer, |chunk| decoder.decode(chunk))?;
-                Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone())))
+                Ok(decoder
+                    .flush()?
+                    .unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone())))
             }
         }
     }
@@ -143,18 +156,28 @@ impl PayloadDecoder {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let nullable: Vec<Field> = self.target_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let nullable: Vec<Field> = self
+            .target_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
         RecordBatch::try_new(Arc::new(Schema::new(nullable)), columns)
     }
 }
 
 /// Feeds `buffer` to a push decoder until it is consumed (a decoder may stop early).
-fn feed(buffer: &[u8], mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>) -> Result<(), ArrowError> {
+fn feed(
+    buffer: &[u8],
+    mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>,
+) -> Result<(), ArrowError> {
     let mut offset = 0;
     while offset < buffer.len() {
         let used = decode(&buffer[offset..])?;
         if used == 0 {
-            return Err(ArrowError::ParseError("decoder made no progress".to_string()));
+            return Err(ArrowError::ParseError(
+                "decoder made no progress".to_string(),
+            ));
         }
         offset += used;
     }
@@ -182,7 +205,11 @@ mod tests {
         ];
         let (batch, malformed) = decoder.decode(&messages).unwrap();
         assert!(malformed.is_empty());
-        let ts = batch.column(1).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+        let ts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0), 1_793_527_200_000_000_000);
         assert_eq!(ts.value(1), 1_793_527_200_000_000_000);
     }
@@ -190,9 +217,19 @@ mod tests {
     #[test]
     fn malformed_messages_are_left_out_and_reported() {
         let decoder = PayloadDecoder::new(Format::Json, schema());
-        let messages: Vec<&[u8]> = vec![br#"{"id": 1}"#, b"{not json", br#"{"id": "x"}"#, b"", br#"{"id": 4}"#];
+        let messages: Vec<&[u8]> = vec![
+            br#"{"id": 1}"#,
+            b"{not json",
+            br#"{"id": "x"}"#,
+            b"",
+            br#"{"id": 4}"#,
+        ];
         let (batch, malformed) = decoder.decode(&messages).unwrap();
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values(), &[1, 4]);
         let bad: Vec<usize> = malformed.iter().map(|(i, _)| *i).collect();
         assert_eq!(bad, vec![1, 2, 3]);

@@ -45,7 +45,10 @@ pub(crate) struct Timing {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Timing {
@@ -73,20 +76,29 @@ impl Timing {
             Some(ms) => ms,
             None => options.parsed("start_time_ms", now_ms())?,
         };
-        let default_splits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let default_splits = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let splits: usize = options.parsed("splits", default_splits)?;
         Ok(Timing {
             start_ns: start_ms.saturating_mul(1_000_000),
             interval_ns: (1e9 / rate).round().max(1.0) as i64,
             // With `events` and no `rate`, everything is available at once (a bounded replay).
-            paced_rate: if events.is_some() && !rate_given { None } else { Some(rate) },
+            paced_rate: if events.is_some() && !rate_given {
+                None
+            } else {
+                Some(rate)
+            },
             events,
             splits: splits.clamp(1, 64),
         })
     }
 
     pub(crate) fn state(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("start_time_ms".to_string(), (self.start_ns / 1_000_000).to_string())])
+        BTreeMap::from([(
+            "start_time_ms".to_string(),
+            (self.start_ns / 1_000_000).to_string(),
+        )])
     }
 
     /// Events available now.
@@ -117,7 +129,8 @@ impl Timing {
 
     /// Event time of event `index`.
     pub(crate) fn event_time_ns(&self, index: u64) -> i64 {
-        self.start_ns.saturating_add(self.interval_ns.saturating_mul(index as i64))
+        self.start_ns
+            .saturating_add(self.interval_ns.saturating_mul(index as i64))
     }
 }
 
@@ -127,7 +140,13 @@ mod tests {
 
     #[test]
     fn splits_cover_the_range_exactly_once() {
-        let timing = Timing { start_ns: 0, interval_ns: 1, paced_rate: None, events: Some(10), splits: 3 };
+        let timing = Timing {
+            start_ns: 0,
+            interval_ns: 1,
+            paced_rate: None,
+            events: Some(10),
+            splits: 3,
+        };
         let splits = timing.splits_of(10);
         assert_eq!(splits.first().unwrap().start, 0);
         assert_eq!(splits.last().unwrap().end, 10);

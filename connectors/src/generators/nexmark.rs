@@ -9,14 +9,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::array::{
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
 use super::{random, Timing};
-use crate::source::{ConnectorError, Options, Source, SourceConfig, SourceConnector, SourceCounters, Split};
+use crate::source::{
+    ConnectorError, Options, Source, SourceConfig, SourceConnector, SourceCounters, Split,
+};
 
 const PROPORTION_TOTAL: u64 = 50;
 const FIRST_PERSON_ID: i64 = 1000;
@@ -27,9 +31,24 @@ const HOT_SELLER_RATIO: i64 = 100;
 const ACTIVE_PEOPLE: i64 = 1000;
 const IN_FLIGHT_AUCTIONS: i64 = 100;
 
-const FIRST_NAMES: [&str; 11] = ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
-const LAST_NAMES: [&str; 9] = ["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
-const CITIES: [&str; 10] = ["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
+const FIRST_NAMES: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+const CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
 const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
 const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 
@@ -96,7 +115,11 @@ impl SourceConnector for NexmarkConnector {
         "nexmark"
     }
 
-    async fn create(&self, config: SourceConfig, _validate: bool) -> Result<Arc<dyn Source>, ConnectorError> {
+    async fn create(
+        &self,
+        config: SourceConfig,
+        _validate: bool,
+    ) -> Result<Arc<dyn Source>, ConnectorError> {
         let mut options = Options::new("nexmark", &config.options);
         let stream = match options.required("stream")?.to_ascii_lowercase().as_str() {
             "person" | "people" => Stream::Person,
@@ -117,7 +140,11 @@ impl SourceConnector for NexmarkConnector {
         if let Some(declared) = &config.schema {
             for field in declared.fields() {
                 if generated.field_with_name(field.name()).is_err() {
-                    let names: Vec<&str> = generated.fields().iter().map(|f| f.name().as_str()).collect();
+                    let names: Vec<&str> = generated
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
                     return Err(ConnectorError::Schema(format!(
                         "nexmark {stream:?} events have no column {} (they have: {})",
                         field.name(),
@@ -210,7 +237,11 @@ impl Source for NexmarkSource {
             Some(n) => format!("{n} events"),
             None => "unbounded".to_string(),
         };
-        format!("nexmark {:?} stream, {extent}, seed {}", self.stream, self.seed).to_lowercase()
+        format!(
+            "nexmark {:?} stream, {extent}, seed {}",
+            self.stream, self.seed
+        )
+        .to_lowercase()
     }
 
     fn state(&self) -> BTreeMap<String, String> {
@@ -221,17 +252,34 @@ impl Source for NexmarkSource {
         Ok(self.timing.splits_of(self.timing.available()))
     }
 
-    fn read(&self, split: Split, projection: Option<Vec<usize>>, batch_rows: usize) -> BoxStream<'static, Result<RecordBatch, ConnectorError>> {
+    fn read(
+        &self,
+        split: Split,
+        projection: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> BoxStream<'static, Result<RecordBatch, ConnectorError>> {
         // Batches are cut by event numbers; a bid batch of `batch_rows` events holds ~92% bids.
-        let (kind, schema, seed, timing, counters) = (self.stream, self.schema.clone(), self.seed, self.timing, self.counters.clone());
+        let (kind, schema, seed, timing, counters) = (
+            self.stream,
+            self.schema.clone(),
+            self.seed,
+            self.timing,
+            self.counters.clone(),
+        );
         let step = batch_rows.max(1) as i64;
         stream::iter((split.start..split.end).step_by(step as usize))
             .map(move |start| {
                 let end = (start + step).min(split.end);
-                let generator = Generator { seed, timing: &timing };
+                let generator = Generator {
+                    seed,
+                    timing: &timing,
+                };
                 let columns = build(kind, &generator, start as u64..end as u64)?;
                 let batch = RecordBatch::try_new(schema.clone(), columns)?;
-                counters.messages_read.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                counters.messages_read.fetch_add(
+                    batch.num_rows() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 match &projection {
                     Some(p) => Ok(batch.project(p)?),
                     None => Ok(batch),
@@ -245,7 +293,11 @@ impl Source for NexmarkSource {
     }
 }
 
-fn build(kind: Stream, g: &Generator<'_>, events: std::ops::Range<u64>) -> Result<Vec<ArrayRef>, ConnectorError> {
+fn build(
+    kind: Stream,
+    g: &Generator<'_>,
+    events: std::ops::Range<u64>,
+) -> Result<Vec<ArrayRef>, ConnectorError> {
     let events: Vec<u64> = events.filter(|e| event_kind(*e) == kind).collect();
     Ok(match kind {
         Stream::Person => persons(g, &events),
@@ -256,8 +308,14 @@ fn build(kind: Stream, g: &Generator<'_>, events: std::ops::Range<u64>) -> Resul
 
 fn persons(g: &Generator<'_>, events: &[u64]) -> Vec<ArrayRef> {
     let (mut id, mut name, mut email, mut card, mut city, mut state, mut time, mut extra) = (
-        Int64Builder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(),
-        StringBuilder::new(), StringBuilder::new(), TimestampNanosecondBuilder::new(), StringBuilder::new(),
+        Int64Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        TimestampNanosecondBuilder::new(),
+        StringBuilder::new(),
     );
     for &e in events {
         id.append_value(FIRST_PERSON_ID + last_person(e));
@@ -265,22 +323,53 @@ fn persons(g: &Generator<'_>, events: &[u64]) -> Vec<ArrayRef> {
         let last = LAST_NAMES[(g.r(2, e) % LAST_NAMES.len() as u64) as usize];
         name.append_value(format!("{first} {last}"));
         email.append_value(format!("{}@{}.com", g.text(3, e, 7), g.text(4, e, 5)));
-        card.append_value(format!("{:04} {:04} {:04} {:04}", g.r(5, e) % 10000, g.r(6, e) % 10000, g.r(7, e) % 10000, g.r(8, e) % 10000));
+        card.append_value(format!(
+            "{:04} {:04} {:04} {:04}",
+            g.r(5, e) % 10000,
+            g.r(6, e) % 10000,
+            g.r(7, e) % 10000,
+            g.r(8, e) % 10000
+        ));
         city.append_value(CITIES[(g.r(9, e) % CITIES.len() as u64) as usize]);
         state.append_value(STATES[(g.r(12, e) % STATES.len() as u64) as usize]);
         time.append_value(g.timing.event_time_ns(e));
         extra.append_value("");
     }
     vec![
-        Arc::new(id.finish()), Arc::new(name.finish()), Arc::new(email.finish()), Arc::new(card.finish()),
-        Arc::new(city.finish()), Arc::new(state.finish()), Arc::new(time.finish()), Arc::new(extra.finish()),
+        Arc::new(id.finish()),
+        Arc::new(name.finish()),
+        Arc::new(email.finish()),
+        Arc::new(card.finish()),
+        Arc::new(city.finish()),
+        Arc::new(state.finish()),
+        Arc::new(time.finish()),
+        Arc::new(extra.finish()),
     ]
 }
 
 fn auctions(g: &Generator<'_>, events: &[u64]) -> Vec<ArrayRef> {
-    let (mut id, mut item, mut description, mut initial, mut reserve, mut time, mut expires, mut seller, mut category, mut extra) = (
-        Int64Builder::new(), StringBuilder::new(), StringBuilder::new(), Int64Builder::new(), Int64Builder::new(),
-        TimestampNanosecondBuilder::new(), TimestampNanosecondBuilder::new(), Int64Builder::new(), Int64Builder::new(), StringBuilder::new(),
+    let (
+        mut id,
+        mut item,
+        mut description,
+        mut initial,
+        mut reserve,
+        mut time,
+        mut expires,
+        mut seller,
+        mut category,
+        mut extra,
+    ) = (
+        Int64Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        TimestampNanosecondBuilder::new(),
+        TimestampNanosecondBuilder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        StringBuilder::new(),
     );
     for &e in events {
         id.append_value(FIRST_AUCTION_ID + last_auction(e));
@@ -292,22 +381,39 @@ fn auctions(g: &Generator<'_>, events: &[u64]) -> Vec<ArrayRef> {
         let now = g.timing.event_time_ns(e);
         time.append_value(now);
         // Auctions stay open for a stretch of event time of up to ~20 s worth of events.
-        expires.append_value(now + g.timing.interval_ns.saturating_mul(1 + (g.r(24, e) % 200_000) as i64));
+        expires.append_value(
+            now + g
+                .timing
+                .interval_ns
+                .saturating_mul(1 + (g.r(24, e) % 200_000) as i64),
+        );
         seller.append_value(g.person_id(25, e, HOT_SELLER_RATIO));
         category.append_value(10 + (g.r(27, e) % 5) as i64);
         extra.append_value("");
     }
     vec![
-        Arc::new(id.finish()), Arc::new(item.finish()), Arc::new(description.finish()), Arc::new(initial.finish()),
-        Arc::new(reserve.finish()), Arc::new(time.finish()), Arc::new(expires.finish()), Arc::new(seller.finish()),
-        Arc::new(category.finish()), Arc::new(extra.finish()),
+        Arc::new(id.finish()),
+        Arc::new(item.finish()),
+        Arc::new(description.finish()),
+        Arc::new(initial.finish()),
+        Arc::new(reserve.finish()),
+        Arc::new(time.finish()),
+        Arc::new(expires.finish()),
+        Arc::new(seller.finish()),
+        Arc::new(category.finish()),
+        Arc::new(extra.finish()),
     ]
 }
 
 fn bids(g: &Generator<'_>, events: &[u64]) -> Vec<ArrayRef> {
     let (mut auction, mut bidder, mut amount, mut channel, mut url, mut time, mut extra) = (
-        Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), StringBuilder::new(),
-        StringBuilder::new(), TimestampNanosecondBuilder::new(), StringBuilder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        TimestampNanosecondBuilder::new(),
+        StringBuilder::new(),
     );
     for &e in events {
         auction.append_value(g.auction_id(e));
@@ -315,13 +421,22 @@ fn bids(g: &Generator<'_>, events: &[u64]) -> Vec<ArrayRef> {
         amount.append_value(price(g.r(32, e)));
         let name = CHANNELS[(g.r(33, e) % CHANNELS.len() as u64) as usize];
         channel.append_value(name);
-        url.append_value(format!("https://www.nexmark.com/{}/item.htm?query=1&channel_id={}", name.to_lowercase(), g.r(34, e) % 1000));
+        url.append_value(format!(
+            "https://www.nexmark.com/{}/item.htm?query=1&channel_id={}",
+            name.to_lowercase(),
+            g.r(34, e) % 1000
+        ));
         time.append_value(g.timing.event_time_ns(e));
         extra.append_value("");
     }
     vec![
-        Arc::new(auction.finish()), Arc::new(bidder.finish()), Arc::new(amount.finish()), Arc::new(channel.finish()),
-        Arc::new(url.finish()), Arc::new(time.finish()), Arc::new(extra.finish()),
+        Arc::new(auction.finish()),
+        Arc::new(bidder.finish()),
+        Arc::new(amount.finish()),
+        Arc::new(channel.finish()),
+        Arc::new(url.finish()),
+        Arc::new(time.finish()),
+        Arc::new(extra.finish()),
     ]
 }
 
@@ -335,16 +450,28 @@ mod tests {
         let config = SourceConfig {
             name: "n".to_string(),
             schema: None,
-            options: [("stream", stream), ("events", events), ("seed", "42"), ("start_time_ms", "0"), ("splits", splits)]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            options: [
+                ("stream", stream),
+                ("events", events),
+                ("seed", "42"),
+                ("start_time_ms", "0"),
+                ("splits", splits),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
             state: BTreeMap::new(),
         };
         let source = NexmarkConnector.create(config, true).await.unwrap();
         let mut batches = Vec::new();
         for split in source.snapshot().await.unwrap() {
-            batches.extend(source.read(split, None, 1000).try_collect::<Vec<_>>().await.unwrap());
+            batches.extend(
+                source
+                    .read(split, None, 1000)
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap(),
+            );
         }
         arrow::compute::concat_batches(&source.schema(), &batches).unwrap()
     }
@@ -354,19 +481,51 @@ mod tests {
         let bids = read("bid", "5000", "1").await;
         let auctions = read("auction", "5000", "1").await;
         let people = read("person", "5000", "1").await;
-        assert_eq!((people.num_rows(), auctions.num_rows(), bids.num_rows()), (100, 300, 4600));
-        let ids = people.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(
+            (people.num_rows(), auctions.num_rows(), bids.num_rows()),
+            (100, 300, 4600)
+        );
+        let ids = people
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.value(0), 1000);
         assert_eq!(ids.value(99), 1099);
-        let auction_ids = auctions.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        assert_eq!(auction_ids.values().to_vec(), (1000..1300).collect::<Vec<i64>>());
+        let auction_ids = auctions
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(
+            auction_ids.values().to_vec(),
+            (1000..1300).collect::<Vec<i64>>()
+        );
         // Bids refer to auctions and people that exist.
-        let bid_auctions = bids.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        assert!(bid_auctions.values().iter().all(|a| (1000..1300).contains(a)));
-        let bidders = bids.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let bid_auctions = bids
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert!(bid_auctions
+            .values()
+            .iter()
+            .all(|a| (1000..1300).contains(a)));
+        let bidders = bids
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert!(bidders.values().iter().all(|b| (1000..1100).contains(b)));
-        let prices = bids.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
-        assert!(prices.values().iter().all(|p| (100..=100_000_000).contains(p)));
+        let prices = bids
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert!(prices
+            .values()
+            .iter()
+            .all(|p| (100..=100_000_000).contains(p)));
     }
 
     #[tokio::test]

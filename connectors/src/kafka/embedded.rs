@@ -73,7 +73,11 @@ fn broker_error(message: String) -> ConnectorError {
     }
 }
 
-fn run(clicks: Clickstream, stop: Arc<AtomicBool>, ready: mpsc::Sender<Result<String, ConnectorError>>) {
+fn run(
+    clicks: Clickstream,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<String, ConnectorError>>,
+) {
     let started = (|| {
         let cluster = MockCluster::new(1).map_err(|e| broker_error(e.to_string()))?;
         cluster
@@ -98,7 +102,9 @@ fn run(clicks: Clickstream, stop: Arc<AtomicBool>, ready: mpsc::Sender<Result<St
     while !stop.load(Ordering::Relaxed) {
         let payload = click(&clicks, index);
         let partition = (random(7, 0, index) % clicks.partitions.max(1) as u64) as i32;
-        let record = BaseRecord::<(), str>::to(&clicks.topic).partition(partition).payload(&payload);
+        let record = BaseRecord::<(), str>::to(&clicks.topic)
+            .partition(partition)
+            .payload(&payload);
         if let Err((err, _)) = producer.send(record) {
             tracing::warn!(error = %err, "demo feeder could not produce");
         }
@@ -113,7 +119,10 @@ fn run(clicks: Clickstream, stop: Arc<AtomicBool>, ready: mpsc::Sender<Result<St
 /// One click event as JSON; timestamps alternate between RFC 3339 and epoch milliseconds, as
 /// real topics written by several producers do.
 fn click(clicks: &Clickstream, index: u64) -> String {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let user = 1 + random(1, 1, index) % clicks.users;
     let item = 1 + random(1, 2, index) % clicks.items;
     let action = match random(1, 3, index) % 10 {

@@ -25,7 +25,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::formats::{Format, PayloadDecoder};
-use crate::source::{ConnectorError, Options, Source, SourceConfig, SourceConnector, SourceCounters, Split};
+use crate::source::{
+    ConnectorError, Options, Source, SourceConfig, SourceConnector, SourceCounters, Split,
+};
 
 /// Metadata columns a Kafka source can declare.
 pub const METADATA_COLUMNS: [&str; 4] = ["_partition", "_offset", "_timestamp", "_key"];
@@ -97,7 +99,11 @@ impl Settings {
         }
     }
 
-    pub(crate) fn watermarks(&self, consumer: &BaseConsumer, partition: i32) -> Result<(i64, i64), ConnectorError> {
+    pub(crate) fn watermarks(
+        &self,
+        consumer: &BaseConsumer,
+        partition: i32,
+    ) -> Result<(i64, i64), ConnectorError> {
         consumer
             .fetch_watermarks(&self.topic, partition, self.timeout)
             .map_err(|e| ConnectorError::Kafka {
@@ -121,7 +127,11 @@ fn parse_start(value: &str) -> Result<StartOffset, ConnectorError> {
 }
 
 fn encode_offsets(offsets: &BTreeMap<i32, i64>) -> String {
-    offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
+    offsets
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn decode_offsets(text: &str) -> BTreeMap<i32, i64> {
@@ -139,10 +149,15 @@ impl SourceConnector for KafkaConnector {
         "kafka"
     }
 
-    async fn create(&self, config: SourceConfig, validate: bool) -> Result<Arc<dyn Source>, ConnectorError> {
+    async fn create(
+        &self,
+        config: SourceConfig,
+        validate: bool,
+    ) -> Result<Arc<dyn Source>, ConnectorError> {
         let schema = config.schema.clone().ok_or_else(|| {
             ConnectorError::Schema(
-                "a Kafka source needs its columns: CREATE SOURCE name (column TYPE, …) WITH (…)".to_string(),
+                "a Kafka source needs its columns: CREATE SOURCE name (column TYPE, …) WITH (…)"
+                    .to_string(),
             )
         })?;
         let mut options = Options::new("kafka", &config.options);
@@ -151,7 +166,12 @@ impl SourceConnector for KafkaConnector {
         let format = Format::parse(options.get("format").unwrap_or("json"))?;
         let start = parse_start(options.get("start_offset").unwrap_or("earliest"))?;
         let group_id = options.get("group_id").map(str::to_string);
-        let fail_on_error = match options.get("on_error").unwrap_or("skip").to_ascii_lowercase().as_str() {
+        let fail_on_error = match options
+            .get("on_error")
+            .unwrap_or("skip")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "skip" => false,
             "fail" => true,
             other => {
@@ -193,7 +213,9 @@ impl SourceConnector for KafkaConnector {
                 let settings = settings.clone();
                 tokio::task::spawn_blocking(move || resolve_start(&settings, start))
                     .await
-                    .map_err(|e| ConnectorError::Schema(format!("offset resolution failed: {e}")))??
+                    .map_err(|e| {
+                        ConnectorError::Schema(format!("offset resolution failed: {e}"))
+                    })??
             }
         };
         Ok(Arc::new(KafkaSource {
@@ -219,7 +241,10 @@ fn payload_schema(schema: &SchemaRef) -> Result<SchemaRef, ConnectorError> {
 }
 
 /// Checks the topic exists and fixes the start offset of each partition.
-fn resolve_start(settings: &Settings, start: StartOffset) -> Result<BTreeMap<i32, i64>, ConnectorError> {
+fn resolve_start(
+    settings: &Settings,
+    start: StartOffset,
+) -> Result<BTreeMap<i32, i64>, ConnectorError> {
     let consumer = settings.consumer()?;
     let partitions = settings.partitions(&consumer)?;
     let mut offsets = BTreeMap::new();
@@ -228,10 +253,14 @@ fn resolve_start(settings: &Settings, start: StartOffset) -> Result<BTreeMap<i32
         for p in &partitions {
             list.add_partition(&settings.topic, *p);
         }
-        Some(consumer.committed_offsets(list, settings.timeout).map_err(|e| ConnectorError::Kafka {
-            topic: settings.topic.clone(),
-            message: format!("could not read the committed offsets of the group: {e}"),
-        })?)
+        Some(
+            consumer
+                .committed_offsets(list, settings.timeout)
+                .map_err(|e| ConnectorError::Kafka {
+                    topic: settings.topic.clone(),
+                    message: format!("could not read the committed offsets of the group: {e}"),
+                })?,
+        )
     } else {
         None
     };
@@ -294,11 +323,17 @@ impl Source for KafkaSource {
     }
 
     fn describe(&self) -> String {
-        format!("kafka topic '{}' at {}", self.settings.topic, self.settings.brokers)
+        format!(
+            "kafka topic '{}' at {}",
+            self.settings.topic, self.settings.brokers
+        )
     }
 
     fn state(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("start_offsets".to_string(), encode_offsets(&self.start_offsets))])
+        BTreeMap::from([(
+            "start_offsets".to_string(),
+            encode_offsets(&self.start_offsets),
+        )])
     }
 
     async fn snapshot(&self) -> Result<Vec<Split>, ConnectorError> {
@@ -312,7 +347,11 @@ impl Source for KafkaSource {
                 // A partition added after the source was created starts at its beginning.
                 let start = starts.get(&partition).copied().unwrap_or(low).max(low);
                 if start < high {
-                    splits.push(Split { partition, start, end: high });
+                    splits.push(Split {
+                        partition,
+                        start,
+                        end: high,
+                    });
                 }
             }
             Ok(splits)

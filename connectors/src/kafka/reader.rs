@@ -4,7 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::stream::{self, BoxStream};
@@ -52,11 +55,16 @@ impl Pending {
     }
 
     fn push(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
-        self.payloads.push(message.payload().map(<[u8]>::to_vec).unwrap_or_default());
+        self.payloads
+            .push(message.payload().map(<[u8]>::to_vec).unwrap_or_default());
         self.partitions.push(message.partition());
         self.offsets.push(message.offset());
         self.timestamps.push(message.timestamp().to_millis());
-        self.keys.push(message.key().map(|k| String::from_utf8_lossy(k).into_owned()));
+        self.keys.push(
+            message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+        );
     }
 
     /// Drops the entries at `indices` (sorted).
@@ -79,7 +87,9 @@ impl Pending {
 }
 
 /// Streams the batches of one split; the consumer runs on a blocking thread.
-pub(crate) fn read_split(request: ReadRequest) -> BoxStream<'static, Result<RecordBatch, ConnectorError>> {
+pub(crate) fn read_split(
+    request: ReadRequest,
+) -> BoxStream<'static, Result<RecordBatch, ConnectorError>> {
     let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
     tokio::task::spawn_blocking(move || {
         if let Err(err) = consume(&request, &sender) {
@@ -92,15 +102,24 @@ pub(crate) fn read_split(request: ReadRequest) -> BoxStream<'static, Result<Reco
     .boxed()
 }
 
-fn consume(request: &ReadRequest, sender: &mpsc::Sender<Result<RecordBatch, ConnectorError>>) -> Result<(), ConnectorError> {
+fn consume(
+    request: &ReadRequest,
+    sender: &mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+) -> Result<(), ConnectorError> {
     let settings = &request.settings;
     let split = request.split;
     let consumer: BaseConsumer = settings.consumer()?;
     let mut assignment = TopicPartitionList::new();
     assignment
-        .add_partition_offset(&settings.topic, split.partition, Offset::Offset(split.start))
+        .add_partition_offset(
+            &settings.topic,
+            split.partition,
+            Offset::Offset(split.start),
+        )
         .map_err(|e| kafka_error(settings, e))?;
-    consumer.assign(&assignment).map_err(|e| kafka_error(settings, e))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka_error(settings, e))?;
 
     let mut pending = Pending::default();
     let mut next = split.start;
@@ -159,7 +178,10 @@ fn emit(
 ) -> Result<bool, ConnectorError> {
     let messages: Vec<&[u8]> = pending.payloads.iter().map(Vec::as_slice).collect();
     let (payload, malformed) = request.decoder.decode(&messages)?;
-    request.counters.messages_read.fetch_add(messages.len() as u64, Ordering::Relaxed);
+    request
+        .counters
+        .messages_read
+        .fetch_add(messages.len() as u64, Ordering::Relaxed);
     if let Some((index, reason)) = malformed.first() {
         if request.settings.fail_on_error {
             return Err(ConnectorError::Malformed {
@@ -183,7 +205,11 @@ fn emit(
 }
 
 /// Builds the output batch: projected columns, metadata ones from the messages.
-fn assemble(request: &ReadRequest, pending: &Pending, payload: &RecordBatch) -> Result<RecordBatch, ConnectorError> {
+fn assemble(
+    request: &ReadRequest,
+    pending: &Pending,
+    payload: &RecordBatch,
+) -> Result<RecordBatch, ConnectorError> {
     let indices: Vec<usize> = match &request.projection {
         Some(p) => p.clone(),
         None => (0..request.schema.fields().len()).collect(),
@@ -197,15 +223,22 @@ fn assemble(request: &ReadRequest, pending: &Pending, payload: &RecordBatch) -> 
             "_offset" => Arc::new(Int64Array::from(pending.offsets.clone())),
             "_timestamp" => Arc::new(TimestampMillisecondArray::from(pending.timestamps.clone())),
             "_key" => Arc::new(StringArray::from(pending.keys.clone())),
-            name => payload
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| ConnectorError::Schema(format!("column {name} missing from decoded payload")))?,
+            name => payload.column_by_name(name).cloned().ok_or_else(|| {
+                ConnectorError::Schema(format!("column {name} missing from decoded payload"))
+            })?,
         };
-        let column = if column.data_type() == field.data_type() { column } else { cast(&column, field.data_type())? };
+        let column = if column.data_type() == field.data_type() {
+            column
+        } else {
+            cast(&column, field.data_type())?
+        };
         fields.push(field.clone().with_nullable(true));
         columns.push(column);
     }
     let options = RecordBatchOptions::new().with_row_count(Some(pending.len()));
-    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &options,
+    )?)
 }

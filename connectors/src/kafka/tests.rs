@@ -22,7 +22,11 @@ fn produce(brokers: &str, topic: &str, messages: &[(i32, &str)]) {
         .unwrap();
     for (partition, payload) in messages {
         producer
-            .send(BaseRecord::<(), str>::to(topic).partition(*partition).payload(*payload))
+            .send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(*partition)
+                    .payload(*payload),
+            )
             .map_err(|(e, _)| e)
             .unwrap();
     }
@@ -49,10 +53,19 @@ fn config(brokers: &str, topic: &str, extra: &[(&str, &str)]) -> SourceConfig {
     }
 }
 
-async fn read_all(source: &Arc<dyn Source>, projection: Option<Vec<usize>>) -> Vec<arrow::array::RecordBatch> {
+async fn read_all(
+    source: &Arc<dyn Source>,
+    projection: Option<Vec<usize>>,
+) -> Vec<arrow::array::RecordBatch> {
     let mut batches = Vec::new();
     for split in source.snapshot().await.unwrap() {
-        batches.extend(source.read(split, projection.clone(), 3).try_collect::<Vec<_>>().await.unwrap());
+        batches.extend(
+            source
+                .read(split, projection.clone(), 3)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap(),
+        );
     }
     batches
 }
@@ -66,22 +79,48 @@ async fn snapshot_reads_every_partition_and_skips_malformed_messages() {
         &brokers,
         "clicks",
         &[
-            (0, r#"{"user_id": 1, "action": "view", "ts": "2026-11-01T10:00:00Z"}"#),
+            (
+                0,
+                r#"{"user_id": 1, "action": "view", "ts": "2026-11-01T10:00:00Z"}"#,
+            ),
             (0, r#"{"user_id": 2, "action": "buy", "ts": 1793527201000}"#),
             (1, "this is not json"),
-            (1, r#"{"user_id": 3, "action": "view", "ts": "2026-11-01T10:00:02Z"}"#),
-            (1, r#"{"user_id": 4, "action": "cart", "ts": 1793527203000}"#),
+            (
+                1,
+                r#"{"user_id": 3, "action": "view", "ts": "2026-11-01T10:00:02Z"}"#,
+            ),
+            (
+                1,
+                r#"{"user_id": 4, "action": "cart", "ts": 1793527203000}"#,
+            ),
         ],
     );
-    let source = KafkaConnector.create(config(&brokers, "clicks", &[]), true).await.unwrap();
+    let source = KafkaConnector
+        .create(config(&brokers, "clicks", &[]), true)
+        .await
+        .unwrap();
     let batches = read_all(&source, None).await;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 4);
-    assert_eq!(source.counters().malformed_skipped.load(Ordering::Relaxed), 1);
-    assert!(source.counters().last_error().unwrap().contains("partition 1 offset 0"));
+    assert_eq!(
+        source.counters().malformed_skipped.load(Ordering::Relaxed),
+        1
+    );
+    assert!(source
+        .counters()
+        .last_error()
+        .unwrap()
+        .contains("partition 1 offset 0"));
     let mut users: Vec<i64> = batches
         .iter()
-        .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
         .collect();
     users.sort();
     assert_eq!(users, vec![1, 2, 3, 4]);
@@ -89,14 +128,29 @@ async fn snapshot_reads_every_partition_and_skips_malformed_messages() {
     // Projection: only `action` and the metadata offset.
     let projected = read_all(&source, Some(vec![1, 4])).await;
     assert_eq!(projected[0].num_columns(), 2);
-    let actions = projected.iter().map(|b| b.column(0).as_any().downcast_ref::<StringArray>().unwrap().len()).sum::<usize>();
+    let actions = projected
+        .iter()
+        .map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .len()
+        })
+        .sum::<usize>();
     assert_eq!(actions, 4);
 
     // on_error = 'fail' makes the bad message fatal.
-    let strict = KafkaConnector.create(config(&brokers, "clicks", &[("on_error", "fail")]), true).await.unwrap();
+    let strict = KafkaConnector
+        .create(config(&brokers, "clicks", &[("on_error", "fail")]), true)
+        .await
+        .unwrap();
     let mut failed = false;
     for split in strict.snapshot().await.unwrap() {
-        if let Err(ConnectorError::Malformed { partition, offset, .. }) = strict.read(split, None, 10).try_collect::<Vec<_>>().await {
+        if let Err(ConnectorError::Malformed {
+            partition, offset, ..
+        }) = strict.read(split, None, 10).try_collect::<Vec<_>>().await
+        {
             assert_eq!((partition, offset), (1, 0));
             failed = true;
         }
@@ -110,14 +164,37 @@ async fn latest_starts_after_what_was_there_at_creation() {
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("events", 1, 1).unwrap();
     produce(&brokers, "events", &[(0, r#"{"user_id": 1}"#)]);
-    let source = KafkaConnector.create(config(&brokers, "events", &[("start_offset", "latest")]), true).await.unwrap();
-    assert!(read_all(&source, None).await.iter().all(|b| b.num_rows() == 0));
+    let source = KafkaConnector
+        .create(
+            config(&brokers, "events", &[("start_offset", "latest")]),
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(read_all(&source, None)
+        .await
+        .iter()
+        .all(|b| b.num_rows() == 0));
     produce(&brokers, "events", &[(0, r#"{"user_id": 2}"#)]);
     let batches = read_all(&source, None).await;
-    let users: Vec<i64> = batches.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
+    let users: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
     assert_eq!(users, vec![2]);
     assert_eq!(source.state()["start_offsets"], "0:1");
-    let offsets = batches[0].column(4).as_any().downcast_ref::<Int64Array>().unwrap();
+    let offsets = batches[0]
+        .column(4)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
     assert_eq!(offsets.value(0), 1);
 }
 
@@ -125,14 +202,24 @@ async fn latest_starts_after_what_was_there_at_creation() {
 async fn errors_name_the_topic_the_broker_and_the_option() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let err = KafkaConnector.create(config(&brokers, "nope", &[("timeout_ms", "3000")]), true).await.unwrap_err();
-    assert!(matches!(err, ConnectorError::TopicNotFound { .. }) || err.to_string().contains("nope"), "{err}");
+    let err = KafkaConnector
+        .create(config(&brokers, "nope", &[("timeout_ms", "3000")]), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::TopicNotFound { .. }) || err.to_string().contains("nope"),
+        "{err}"
+    );
     let err = KafkaConnector
         .create(config("127.0.0.1:1", "t", &[("timeout_ms", "1500")]), true)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("127.0.0.1:1"), "{err}");
-    let err = KafkaConnector.create(config(&brokers, "t", &[("startoffset", "x")]), true).await.unwrap_err().to_string();
+    let err = KafkaConnector
+        .create(config(&brokers, "t", &[("startoffset", "x")]), true)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("'startoffset'"), "{err}");
 }
