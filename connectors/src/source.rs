@@ -118,6 +118,14 @@ pub trait Source: Debug + Send + Sync {
     /// The splits of a bounded snapshot: everything available now, from the start position.
     async fn snapshot(&self) -> Result<Vec<Split>, ConnectorError>;
 
+    /// For continuous reading: one split per partition, from the position reading starts at
+    /// to what is available now. Partition numbers must be stable over time (a continuous job
+    /// keeps its read position per partition), which Kafka's snapshot already is; generators
+    /// cut their snapshots differently and override this.
+    async fn positions(&self) -> Result<Vec<Split>, ConnectorError> {
+        self.snapshot().await
+    }
+
     /// Reads one split, producing only the columns in `projection` (indices into
     /// [`Source::schema`]; `None` for all), in batches of at most `batch_rows` rows.
     fn read(

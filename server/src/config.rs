@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use freshet_sql::streaming::statements::parse_duration;
+use freshet_sql::StreamDefaults;
 use serde::Deserialize;
 
 /// Flags shared by `freshet serve` and `freshet demo`.
@@ -42,6 +44,13 @@ pub struct ServeArgs {
     /// Maximum simultaneous connections, for pgwire and for Flight SQL each [default: 256].
     #[arg(long, env = "FRESHET_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// How often continuous queries checkpoint, e.g. `10s` [default: 10s].
+    #[arg(long, env = "FRESHET_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<String>,
+    /// How long a silent source partition may hold the watermark back, e.g. `30s`
+    /// [default: 30s].
+    #[arg(long, env = "FRESHET_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
 }
 
 /// The config file's shape.
@@ -55,6 +64,8 @@ struct FileConfig {
     allowed_roots: Option<Vec<PathBuf>>,
     init_sql: Option<PathBuf>,
     max_connections: Option<usize>,
+    checkpoint_interval: Option<String>,
+    idle_timeout: Option<String>,
     #[serde(default)]
     auth: AuthConfig,
 }
@@ -94,9 +105,27 @@ pub struct Config {
     pub allowed_roots: Vec<PathBuf>,
     pub init_sql: Option<PathBuf>,
     pub max_connections: usize,
+    /// Defaults of continuous queries.
+    pub streams: StreamDefaults,
     pub auth: AuthConfig,
     /// Where the server was started; relative paths in SQL resolve here.
     pub base_dir: PathBuf,
+}
+
+fn stream_defaults(
+    checkpoint_interval: Option<String>,
+    idle_timeout: Option<String>,
+) -> Result<StreamDefaults> {
+    let mut defaults = StreamDefaults::default();
+    if let Some(text) = checkpoint_interval {
+        defaults.checkpoint_interval = parse_duration("checkpoint_interval", &text)
+            .map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+    }
+    if let Some(text) = idle_timeout {
+        defaults.idle_timeout = parse_duration("idle_timeout", &text)
+            .map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+    }
+    Ok(defaults)
 }
 
 fn addr(text: &str) -> SocketAddr {
@@ -146,6 +175,10 @@ impl Config {
             allowed_roots: allowed_roots.into_iter().map(absolute).collect(),
             init_sql: args.init_sql.clone().or(file.init_sql),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(256),
+            streams: stream_defaults(
+                args.checkpoint_interval.clone().or(file.checkpoint_interval),
+                args.idle_timeout.clone().or(file.idle_timeout),
+            )?,
             auth: file.auth,
             base_dir,
         };

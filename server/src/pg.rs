@@ -49,6 +49,7 @@ use tokio::sync::watch;
 
 use crate::config::User;
 use crate::metrics::Metrics;
+use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
 
 /// SCRAM iterations, as PostgreSQL's default.
 const SCRAM_ITERATIONS: usize = 4096;
@@ -430,6 +431,50 @@ fn rows_response(
 }
 
 impl QueryHandler {
+    /// `COPY (query) TO STDOUT`: runs the query (a SUBSCRIBE too) and sends its rows as COPY
+    /// data while they are produced.
+    async fn run_copy<C>(
+        &self,
+        client: &mut C,
+        connection: &Connection,
+        query: &str,
+        copy_format: CopyFormat,
+    ) -> Result<Response, EngineError>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = Guard::new(connection);
+        let engine = &self.frontend.engine;
+        let output = guard
+            .run(async {
+                let prepared = engine.prepare(&connection.session, query).await?;
+                engine
+                    .execute_prepared(&connection.session, &prepared, None)
+                    .await
+            })
+            .await?;
+        let stream = match output {
+            Output::Rows(stream) | Output::Live(stream) => stream,
+            Output::Command { .. } => {
+                return Err(EngineError::new(
+                    ErrorKind::InvalidStatement,
+                    "COPY (…) TO STDOUT needs a query that returns rows",
+                ))
+            }
+        };
+        let fields = arrow_schema_to_pg_fields(
+            stream.schema().as_ref(),
+            &Format::UnifiedText,
+            Some(format_options(client)),
+        )
+        .map_err(|e| EngineError::unsupported(e.to_string()))?;
+        let rows = Box::pin(guarded(stream, guard));
+        let sent = send_copy(client, rows, Arc::new(fields), copy_format).await?;
+        Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
+    }
+
     /// Runs one prepared statement and turns its output into a pgwire response.
     async fn run<C>(
         &self,
@@ -438,6 +483,7 @@ impl QueryHandler {
         prepared: &Prepared,
         params: Option<freshet_sql::datafusion::common::ParamValues>,
         format: &Format,
+        describe: bool,
     ) -> Result<Response, EngineError>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -464,6 +510,17 @@ impl QueryHandler {
                 format,
                 format_options(client),
             )?)),
+            Output::Live(stream) => {
+                let fields = arrow_schema_to_pg_fields(
+                    stream.schema().as_ref(),
+                    format,
+                    Some(format_options(client)),
+                )
+                .map_err(|e| EngineError::unsupported(e.to_string()))?;
+                let rows = Box::pin(guarded(stream, guard));
+                let sent = send_live(client, rows, Arc::new(fields), describe).await?;
+                Ok(Response::Execution(Tag::new("SELECT").with_rows(sent)))
+            }
             Output::Command {
                 tag,
                 parameter_status,
@@ -511,13 +568,25 @@ impl SimpleQueryHandler for QueryHandler {
         for sql in statements {
             tracing::debug!(%sql, "simple query");
             let result = async {
+                if let Some((query, copy_format)) = parse_copy_to_stdout(&sql)? {
+                    return self
+                        .run_copy(client, &connection, &query, copy_format)
+                        .await;
+                }
                 let prepared = self
                     .frontend
                     .engine
                     .prepare(&connection.session, &sql)
                     .await?;
-                self.run(client, &connection, &prepared, None, &Format::UnifiedText)
-                    .await
+                self.run(
+                    client,
+                    &connection,
+                    &prepared,
+                    None,
+                    &Format::UnifiedText,
+                    true,
+                )
+                .await
             }
             .await;
             match result {
@@ -631,6 +700,7 @@ impl ExtendedQueryHandler for QueryHandler {
             prepared,
             params,
             &portal.result_column_format,
+            false,
         )
         .await
         .map_err(pg_error)

@@ -21,6 +21,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         data_dir: config.data_dir.clone(),
         allowed_roots: config.allowed_roots.clone(),
         base_dir: config.base_dir.clone(),
+        streams: config.streams,
     })
     .await
     .context("could not open the engine")?;

@@ -38,6 +38,9 @@ pub enum EntryKind {
     Schema,
     /// `CREATE SOURCE`: a Kafka topic or a generator.
     Source,
+    /// `CREATE MATERIALIZED VIEW`: a continuous query whose rows and checkpoints live under
+    /// `streams/<name>/`.
+    MaterializedView,
 }
 
 impl EntryKind {
@@ -49,6 +52,7 @@ impl EntryKind {
             EntryKind::View => "view",
             EntryKind::Schema => "schema",
             EntryKind::Source => "source",
+            EntryKind::MaterializedView => "materialized view",
         }
     }
 }

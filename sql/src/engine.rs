@@ -35,6 +35,7 @@ use crate::functions::version_udf;
 use crate::parser::{self, OwnStatement, TransactionKind};
 use crate::session::Session;
 use crate::sources::{check_watermark, CreateSource, SourceHandle, SourceTable};
+use crate::streaming::{StreamDefaults, Streams};
 use crate::tables::UnavailableTable;
 
 /// The catalog (database) name clients see.
@@ -53,12 +54,17 @@ pub struct EngineConfig {
     /// Relative paths in statements are resolved against this directory (where the server was
     /// started).
     pub base_dir: PathBuf,
+    /// Defaults of continuous queries (checkpoint interval, idle timeout).
+    pub streams: StreamDefaults,
 }
 
 /// The result of one statement.
 pub enum Output {
     /// Rows, produced as the client reads them (SELECT, SHOW, EXPLAIN …).
     Rows(SendableRecordBatchStream),
+    /// Rows that keep coming until the client stops reading (SUBSCRIBE): frontends send each
+    /// batch as soon as it is produced.
+    Live(SendableRecordBatchStream),
     /// A statement without rows.
     Command {
         /// The PostgreSQL command tag, e.g. `CREATE TABLE`, `INSERT 0 3`, `SET`.
@@ -74,13 +80,14 @@ impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Output::Rows(stream) => write!(f, "Rows({:?})", stream.schema()),
+            Output::Live(stream) => write!(f, "Live({:?})", stream.schema()),
             Output::Command { tag, .. } => write!(f, "Command({tag})"),
         }
     }
 }
 
 impl Output {
-    fn command(tag: impl Into<String>) -> Self {
+    pub(crate) fn command(tag: impl Into<String>) -> Self {
         Output::Command {
             tag: tag.into(),
             parameter_status: Vec::new(),
@@ -88,7 +95,10 @@ impl Output {
         }
     }
 
-    fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self, EngineError> {
+    pub(crate) fn rows(
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Self, EngineError> {
         let stream = MemoryStream::try_new(batches, schema, None)?;
         Ok(Output::Rows(Box::pin(stream)))
     }
@@ -115,6 +125,7 @@ enum PreparedKind {
     CreateExternalTable(Box<CreateExternalTable>),
     Copy(Box<CopyToStatement>),
     Plan(Box<DfStatement>),
+    Stream(Box<crate::streaming::statements::StreamStatement>),
 }
 
 impl Prepared {
@@ -158,6 +169,8 @@ struct Inner {
     unavailable: StdMutex<BTreeMap<String, String>>,
     /// Registered sources by `schema.name`.
     sources: StdMutex<BTreeMap<String, SourceHandle>>,
+    /// Running continuous queries.
+    streams: Streams,
     next_session: AtomicU64,
 }
 
@@ -194,12 +207,12 @@ fn split_options(options: &[(String, Value)]) -> (Vec<(String, String)>, Vec<(St
 }
 
 /// `schema.table` for a table reference, lower-case as the planner resolves it.
-fn table_key(reference: &TableReference) -> String {
+pub(crate) fn table_key(reference: &TableReference) -> String {
     let resolved = reference.clone().resolve(DATABASE, DEFAULT_SCHEMA);
     format!("{}.{}", resolved.schema, resolved.table)
 }
 
-fn key_reference(key: &str) -> TableReference {
+pub(crate) fn key_reference(key: &str) -> TableReference {
     match key.split_once('.') {
         Some((schema, table)) => TableReference::partial(schema, table),
         None => TableReference::bare(key),
@@ -227,6 +240,7 @@ impl Engine {
         let policy = Arc::new(PathPolicy::new(roots)?);
         let context = build_context(&policy)?;
         let catalog = CatalogStore::open(&config.data_dir)?;
+        let streams = Streams::new(config.streams);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -236,6 +250,7 @@ impl Engine {
                 catalog: Mutex::new(catalog),
                 unavailable: StdMutex::new(BTreeMap::new()),
                 sources: StdMutex::new(BTreeMap::new()),
+                streams,
                 next_session: AtomicU64::new(1),
             }),
         };
@@ -251,6 +266,46 @@ impl Engine {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    /// The running continuous queries.
+    pub fn streams(&self) -> &Streams {
+        &self.inner.streams
+    }
+
+    pub(crate) fn catalog(&self) -> &Mutex<CatalogStore> {
+        &self.inner.catalog
+    }
+
+    /// Plans a query (text) to its logical plan, as a SELECT would be.
+    pub(crate) async fn plan_query(
+        &self,
+        session: &Session,
+        sql: &str,
+    ) -> Result<LogicalPlan, EngineError> {
+        // Boxed: preparing a SUBSCRIBE plans its query through here.
+        let (kind, _, _) = Box::pin(self.prepare_kind(session, sql)).await?;
+        let PreparedKind::Plan(statement) = kind else {
+            return Err(EngineError::new(
+                ErrorKind::InvalidStatement,
+                format!("expected a query, found: {sql}"),
+            ));
+        };
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(*statement)
+            .await?;
+        match plan {
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_) => Err(EngineError::new(
+                ErrorKind::InvalidStatement,
+                format!("expected a query, found: {sql}"),
+            )),
+            plan => Ok(plan),
+        }
     }
 
     /// A new session for `user`.
@@ -284,6 +339,10 @@ impl Engine {
         let tokens = parser::significant_tokens(sql)?;
         if tokens.is_empty() {
             return Ok((PreparedKind::Empty, None, Vec::new()));
+        }
+        if let Some(statement) = crate::streaming::statements::parse_stream_statement(sql)? {
+            let schema = self.stream_statement_schema(session, &statement).await?;
+            return Ok((PreparedKind::Stream(Box::new(statement)), schema, Vec::new()));
         }
         if let Some(own) = parser::parse_own(sql)? {
             let schema = self.own_schema(session, &own)?;
@@ -356,6 +415,9 @@ impl Engine {
         match &prepared.inner.kind {
             PreparedKind::Empty => Ok(Output::command("")),
             PreparedKind::Own(own) => self.execute_own(session, own, prepared.sql()).await,
+            PreparedKind::Stream(statement) => {
+                self.execute_stream(session, statement, prepared.sql()).await
+            }
             PreparedKind::CreateExternalTable(cet) => {
                 let mut catalog = self.inner.catalog.lock().await;
                 let base_dir = self.inner.config.base_dir.clone();
@@ -858,6 +920,16 @@ impl Engine {
     ) -> Result<Output, EngineError> {
         let mut catalog = self.inner.catalog.lock().await;
         let key = table_key(&TableReference::from(name));
+        let readers = self.streams().readers_of(&key);
+        if !readers.is_empty() {
+            return Err(EngineError::new(
+                ErrorKind::InvalidStatement,
+                format!(
+                    "cannot drop source {name}: {} read(s) it; drop them first",
+                    readers.join(", ")
+                ),
+            ));
+        }
         if !self.source_map().contains_key(&key) {
             if catalog
                 .get(&key)
@@ -1107,6 +1179,7 @@ impl Engine {
                 Ok(())
             }
             EntryKind::Table => self.restore_table(session, catalog, entry).await,
+            EntryKind::MaterializedView => self.restore_materialized_view(session, entry).await,
             EntryKind::Source => {
                 let create = crate::sources::parse_create_source(sql)?;
                 let handle = self

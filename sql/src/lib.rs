@@ -14,11 +14,13 @@ mod functions;
 pub mod parser;
 mod session;
 pub mod sources;
+pub mod streaming;
 mod tables;
 mod windows;
 
 pub use datafusion;
 pub use engine::{Engine, EngineConfig, Output, Prepared};
+pub use streaming::StreamDefaults;
 pub use error::{EngineError, ErrorKind};
 pub use freshet_connectors as connectors;
 pub use functions::version_string;

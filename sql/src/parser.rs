@@ -60,7 +60,7 @@ fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, EngineError> {
 }
 
 /// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
-fn byte_offset(line_starts: &[usize], sql: &str, location: Location) -> usize {
+pub(crate) fn byte_offset(line_starts: &[usize], sql: &str, location: Location) -> usize {
     let line_index = (location.line as usize).saturating_sub(1);
     let Some(&line_start) = line_starts.get(line_index) else {
         return sql.len();

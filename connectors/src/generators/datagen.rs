@@ -257,6 +257,10 @@ impl Source for DatagenSource {
         Ok(self.timing.splits_of(self.timing.available()))
     }
 
+    async fn positions(&self) -> Result<Vec<Split>, ConnectorError> {
+        Ok(self.timing.continuous_split(self.timing.available()))
+    }
+
     fn read(
         &self,
         split: Split,

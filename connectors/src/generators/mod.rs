@@ -127,6 +127,15 @@ impl Timing {
             .collect()
     }
 
+    /// Continuous reading sees one partition, the event numbers `[0, end)`.
+    pub(crate) fn continuous_split(&self, end: u64) -> Vec<Split> {
+        vec![Split {
+            partition: 0,
+            start: 0,
+            end: end.min(i64::MAX as u64) as i64,
+        }]
+    }
+
     /// Event time of event `index`.
     pub(crate) fn event_time_ns(&self, index: u64) -> i64 {
         self.start_ns

@@ -252,6 +252,10 @@ impl Source for NexmarkSource {
         Ok(self.timing.splits_of(self.timing.available()))
     }
 
+    async fn positions(&self) -> Result<Vec<Split>, ConnectorError> {
+        Ok(self.timing.continuous_split(self.timing.available()))
+    }
+
     fn read(
         &self,
         split: Split,

@@ -163,6 +163,8 @@ impl FlightSql {
                 }
                 None => Ok(encode(stream.schema(), guarded(stream, deadline))),
             },
+            // A subscription streams for as long as the client reads.
+            (Output::Live(stream), _) => Ok(encode(stream.schema(), guarded(stream, None))),
             (Output::Command { .. }, _) => Ok(encode(Arc::new(Schema::empty()), stream::empty())),
         }
     }
@@ -181,7 +183,7 @@ impl FlightSql {
         }
         match self.run(session, prepared, params).await? {
             (Output::Command { tag, .. }, _) => Ok(affected_rows(&tag)),
-            (Output::Rows(_), _) => Err(Status::internal(
+            (Output::Rows(_) | Output::Live(_), _) => Err(Status::internal(
                 "a statement without a schema returned rows",
             )),
         }

@@ -1,0 +1,713 @@
+//! A running continuous query: reads micro-batches, tracks the watermark, maintains aggregate
+//! state, emits rows, checkpoints.
+//!
+//! One job is one tokio task. Each round it asks its input what is available per partition,
+//! reads a bounded amount from every partition that has something (partitions concurrently),
+//! runs the plan on those rows, advances the watermark, emits the windows it closed, and, when
+//! the checkpoint interval has passed, writes a checkpoint. Memory is bounded: a round reads at
+//! most [`ROUND_EVENTS`] events, and nothing is read ahead of processing, so a slow job slows
+//! its consumer instead of growing a queue.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
+use datafusion::arrow::compute::{cast, filter_record_batch, kernels::aggregate::max};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::aggregates::AggregateMode;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use freshet_connectors::source::Split;
+use futures::TryStreamExt;
+use tokio::sync::watch;
+
+use super::checkpoint::{self, Manifest};
+use super::plan::{AggregatePlan, ContinuousPlan, PlanKind, StreamInput, WindowKey};
+use super::view::ViewStore;
+use crate::error::{EngineError, ErrorKind};
+use crate::windows::WindowRole;
+
+/// Events read per round, over all partitions.
+pub const ROUND_EVENTS: i64 = 262_144;
+/// Rows per batch read from a source.
+const BATCH_ROWS: usize = 8192;
+/// Row files a view may have before a checkpoint merges them into one.
+const COMPACT_SEGMENTS: usize = 32;
+/// Wait between rounds that found nothing new.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Settings of one job.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub checkpoint_interval: Duration,
+    /// A partition with no new event for this long stops holding the watermark back.
+    pub idle_timeout: Duration,
+    /// Where checkpoints go; `None` for a job that does not survive a restart (SUBSCRIBE).
+    pub dir: Option<PathBuf>,
+}
+
+/// What SHOW JOBS reports about a job.
+#[derive(Debug, Clone, Default)]
+pub struct JobStatus {
+    pub state: String,
+    pub events_in: u64,
+    pub events_per_second: f64,
+    pub watermark_ns: Option<i64>,
+    /// Events available but not yet read, per partition.
+    pub lag: BTreeMap<i32, i64>,
+    pub late_rows: u64,
+    pub last_checkpoint: Option<SystemTime>,
+    pub checkpoints: u64,
+    pub last_error: Option<String>,
+}
+
+/// Where a job's rows go.
+pub enum JobOutput {
+    View(Arc<ViewStore>),
+}
+
+/// How the watermark is derived from the input.
+#[derive(Debug, Clone)]
+enum InputWatermark {
+    /// Max event time of this column per partition, minus a delay.
+    Column { name: String, delay_ns: i64 },
+    /// The upstream view's own watermark, minus an offset.
+    Upstream { offset_ns: i64 },
+    None,
+}
+
+/// A job and its state.
+pub struct Job {
+    name: String,
+    plan: ContinuousPlan,
+    output: JobOutput,
+    settings: JobSettings,
+    status: Arc<Mutex<JobStatus>>,
+    input_watermark: InputWatermark,
+    /// Next offset to read, per partition.
+    positions: BTreeMap<i32, i64>,
+    partition_max_ns: BTreeMap<i32, i64>,
+    partition_last_data: BTreeMap<i32, Instant>,
+    watermark_ns: Option<i64>,
+    /// Partial aggregate state (rows of the state schema).
+    state: Vec<RecordBatch>,
+    epoch: u64,
+    segments: Vec<String>,
+    events_in: u64,
+    late_rows: u64,
+    dirty: bool,
+    started: Instant,
+}
+
+fn engine_error(err: impl Into<EngineError>) -> EngineError {
+    err.into()
+}
+
+/// Nanoseconds since the epoch of a timestamp array (NULL stays NULL).
+fn timestamps_ns(array: &dyn Array) -> Result<Int64Array, EngineError> {
+    let ns = cast(array, &DataType::Timestamp(TimeUnit::Nanosecond, None)).map_err(engine_error)?;
+    let ints = cast(&ns, &DataType::Int64).map_err(engine_error)?;
+    Ok(ints
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new())))
+}
+
+impl Job {
+    pub fn new(
+        name: &str,
+        plan: ContinuousPlan,
+        output: JobOutput,
+        settings: JobSettings,
+        status: Arc<Mutex<JobStatus>>,
+    ) -> Result<Self, EngineError> {
+        let input_watermark = input_watermark(&plan)?;
+        Ok(Self {
+            name: name.to_string(),
+            plan,
+            output,
+            settings,
+            status,
+            input_watermark,
+            positions: BTreeMap::new(),
+            partition_max_ns: BTreeMap::new(),
+            partition_last_data: BTreeMap::new(),
+            watermark_ns: None,
+            state: Vec::new(),
+            epoch: 0,
+            segments: Vec::new(),
+            events_in: 0,
+            late_rows: 0,
+            dirty: false,
+            started: Instant::now(),
+        })
+    }
+
+    fn set_status(&self, update: impl FnOnce(&mut JobStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        update(&mut status);
+    }
+
+    /// Loads the last checkpoint, if there is one, and rebuilds the output from it.
+    pub async fn recover(&mut self) -> Result<(), EngineError> {
+        let Some(dir) = self.settings.dir.clone() else {
+            return Ok(());
+        };
+        let Some(manifest) = checkpoint::read_manifest(&dir)? else {
+            return Ok(());
+        };
+        self.epoch = manifest.epoch;
+        self.positions = manifest.positions.clone();
+        self.partition_max_ns = manifest.partition_max_ns.clone();
+        self.watermark_ns = manifest.watermark_ns;
+        self.events_in = manifest.events_in;
+        self.late_rows = manifest.late_rows;
+        self.segments = manifest.segments.clone();
+        if let Some(file) = &manifest.state_file {
+            self.state = checkpoint::read_batches(&dir.join(file))?;
+        }
+        let mut rows = Vec::new();
+        for segment in &self.segments {
+            rows.extend(checkpoint::read_batches(&dir.join(segment))?);
+        }
+        checkpoint::remove_unlisted(&dir, &manifest);
+        match &self.output {
+            JobOutput::View(store) => {
+                if self.plan.is_updating() {
+                    let contents = self.finalize_all().await?;
+                    store.replace(contents);
+                    store.mark_stable(0, self.watermark_ns);
+                } else {
+                    store.restore(rows, self.watermark_ns);
+                }
+            }
+        }
+        self.set_status(|s| {
+            s.events_in = manifest.events_in;
+            s.late_rows = manifest.late_rows;
+            s.watermark_ns = manifest.watermark_ns;
+            s.checkpoints = manifest.epoch;
+        });
+        tracing::info!(job = %self.name, epoch = manifest.epoch, "resumed from checkpoint");
+        Ok(())
+    }
+
+    /// Runs until `stop` turns true. Errors reading the input are retried with a growing
+    /// pause; an error in the query itself stops the job (SHOW JOBS shows it).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        self.set_status(|s| s.state = "running".to_string());
+        let mut last_checkpoint = Instant::now();
+        let mut rate_sample = (Instant::now(), self.events_in);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let round = self.round().await;
+            let progressed = match round {
+                Ok(progressed) => {
+                    backoff = Duration::from_millis(100);
+                    if self.status.lock().map(|s| s.state != "running").unwrap_or(false) {
+                        self.set_status(|s| s.state = "running".to_string());
+                    }
+                    progressed
+                }
+                Err(RoundError::Input(err)) => {
+                    tracing::warn!(job = %self.name, error = %err, "reading the input failed; retrying");
+                    self.set_status(|s| {
+                        s.state = "retrying".to_string();
+                        s.last_error = Some(err.message().to_string());
+                    });
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if wait(&mut stop, backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RoundError::Query(err)) => {
+                    tracing::error!(job = %self.name, error = %err, "continuous query failed; job stopped");
+                    self.set_status(|s| {
+                        s.state = "failed".to_string();
+                        s.last_error = Some(err.message().to_string());
+                    });
+                    return;
+                }
+            };
+            let elapsed = rate_sample.0.elapsed();
+            if elapsed >= Duration::from_secs(1) {
+                let rate = (self.events_in - rate_sample.1) as f64 / elapsed.as_secs_f64();
+                rate_sample = (Instant::now(), self.events_in);
+                self.set_status(|s| s.events_per_second = rate);
+            }
+            if self.settings.dir.is_some()
+                && self.dirty
+                && last_checkpoint.elapsed() >= self.settings.checkpoint_interval
+            {
+                match self.checkpoint().await {
+                    Ok(()) => last_checkpoint = Instant::now(),
+                    Err(err) => {
+                        tracing::error!(job = %self.name, error = %err, "checkpoint failed");
+                        self.set_status(|s| s.last_error = Some(err.message().to_string()));
+                        last_checkpoint = Instant::now();
+                    }
+                }
+            }
+            if !progressed && wait(&mut stop, IDLE_POLL).await {
+                break;
+            }
+        }
+        self.set_status(|s| s.state = "stopped".to_string());
+    }
+
+    /// One round: read what is available, process it. True when events were read.
+    async fn round(&mut self) -> Result<bool, RoundError> {
+        let batches = match self.plan.input.clone() {
+            StreamInput::Source(handle) => self.read_source(&handle).await?,
+            StreamInput::View { store, .. } => self.read_view(&store),
+        };
+        let events: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
+        if events > 0 {
+            self.events_in += events as u64;
+            self.dirty = true;
+            self.observe_event_times(&batches)
+                .map_err(RoundError::Query)?;
+            let rows: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
+            self.process(rows).await.map_err(RoundError::Query)?;
+        }
+        self.advance_watermark();
+        self.emit_closed().await.map_err(RoundError::Query)?;
+        let (events_in, late, watermark) = (self.events_in, self.late_rows, self.watermark_ns);
+        self.set_status(|s| {
+            s.events_in = events_in;
+            s.late_rows = late;
+            s.watermark_ns = watermark;
+        });
+        Ok(events > 0)
+    }
+
+    async fn read_source(
+        &mut self,
+        handle: &crate::sources::SourceHandle,
+    ) -> Result<Vec<(i32, RecordBatch)>, RoundError> {
+        let splits = handle
+            .source
+            .positions()
+            .await
+            .map_err(|e| RoundError::Input(e.into()))?;
+        let now = Instant::now();
+        let mut lag = BTreeMap::new();
+        let mut reads = Vec::new();
+        let busy = splits
+            .iter()
+            .filter(|s| s.end > *self.positions.get(&s.partition).unwrap_or(&s.start))
+            .count()
+            .max(1) as i64;
+        let budget = (ROUND_EVENTS / busy).max(1024);
+        for split in &splits {
+            self.partition_last_data.entry(split.partition).or_insert(now);
+            let position = *self.positions.entry(split.partition).or_insert(split.start);
+            lag.insert(split.partition, (split.end - position).max(0));
+            if split.end > position {
+                let end = split.end.min(position + budget);
+                reads.push(Split {
+                    partition: split.partition,
+                    start: position,
+                    end,
+                });
+            }
+        }
+        self.set_status(|s| s.lag = lag);
+        let source = handle.source.clone();
+        let results = futures::future::join_all(reads.iter().map(|split| {
+            let source = source.clone();
+            let split = *split;
+            async move {
+                let batches: Vec<RecordBatch> = source
+                    .read(split, None, BATCH_ROWS)
+                    .try_collect()
+                    .await?;
+                Ok::<_, freshet_connectors::source::ConnectorError>((split, batches))
+            }
+        }))
+        .await;
+        let mut out = Vec::new();
+        // Positions move only when every read of the round succeeded, so a failed round is
+        // read again whole.
+        let mut done = Vec::new();
+        for result in results {
+            let (split, batches) = result.map_err(|e| RoundError::Input(e.into()))?;
+            done.push(split);
+            out.extend(batches.into_iter().map(|b| (split.partition, b)));
+        }
+        for split in done {
+            self.positions.insert(split.partition, split.end);
+            if out.iter().any(|(p, b)| *p == split.partition && b.num_rows() > 0) {
+                self.partition_last_data.insert(split.partition, Instant::now());
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_view(&mut self, store: &Arc<ViewStore>) -> Vec<(i32, RecordBatch)> {
+        let position = *self.positions.get(&0).unwrap_or(&0) as usize;
+        let (batches, upstream_watermark) = store.stable_from(position);
+        self.positions.insert(0, (position + batches.len()) as i64);
+        if let (InputWatermark::Upstream { offset_ns }, Some(w)) =
+            (&self.input_watermark, upstream_watermark)
+        {
+            let candidate = w.saturating_sub(*offset_ns);
+            self.partition_max_ns.insert(0, candidate);
+        }
+        self.set_status(|s| {
+            s.lag = BTreeMap::from([(0, (store.stable_len() - position - batches.len()) as i64)])
+        });
+        batches.into_iter().map(|b| (0, b)).collect()
+    }
+
+    /// Updates the per-partition maximum event time.
+    fn observe_event_times(&mut self, batches: &[(i32, RecordBatch)]) -> Result<(), EngineError> {
+        let InputWatermark::Column { name, .. } = &self.input_watermark else {
+            return Ok(());
+        };
+        for (partition, batch) in batches {
+            let Some(column) = batch.column_by_name(name) else {
+                continue;
+            };
+            let times = timestamps_ns(column.as_ref())?;
+            if let Some(m) = max(&times) {
+                let entry = self.partition_max_ns.entry(*partition).or_insert(m);
+                *entry = (*entry).max(m);
+            }
+        }
+        Ok(())
+    }
+
+    /// Watermark = min over partitions that are not idle of (max event time − delay); it never
+    /// goes back. When every partition is idle it stays where it is.
+    fn advance_watermark(&mut self) {
+        let delay = match &self.input_watermark {
+            InputWatermark::Column { delay_ns, .. } => *delay_ns,
+            InputWatermark::Upstream { .. } => 0,
+            InputWatermark::None => return,
+        };
+        let idle = self.settings.idle_timeout;
+        let mut candidate: Option<i64> = None;
+        let mut partitions: Vec<i32> = self.partition_last_data.keys().copied().collect();
+        if partitions.is_empty() {
+            partitions = self.partition_max_ns.keys().copied().collect();
+        }
+        for partition in partitions {
+            let active = self
+                .partition_last_data
+                .get(&partition)
+                .is_none_or(|t| t.elapsed() < idle);
+            if !active {
+                continue;
+            }
+            let Some(max) = self.partition_max_ns.get(&partition) else {
+                // An active partition that has not produced an event yet holds the watermark.
+                return;
+            };
+            let w = max.saturating_sub(delay);
+            candidate = Some(candidate.map_or(w, |c: i64| c.min(w)));
+        }
+        if let Some(w) = candidate {
+            if self.watermark_ns.is_none_or(|old| w > old) {
+                self.watermark_ns = Some(w);
+            }
+        }
+    }
+
+    async fn process(&mut self, rows: Vec<RecordBatch>) -> Result<(), EngineError> {
+        self.plan.slot.set(rows);
+        let ctx = self.plan.task_ctx.clone();
+        match &self.plan.kind {
+            PlanKind::Stateless { plan } => {
+                let out = collect(plan.clone(), ctx).await?;
+                self.plan.slot.set(Vec::new());
+                self.emit(out);
+            }
+            PlanKind::Aggregate(aggregate) => {
+                let input = collect(aggregate.lower.clone(), ctx.clone()).await?;
+                self.plan.slot.set(Vec::new());
+                let input = match (&aggregate.window, self.watermark_ns) {
+                    (Some(window), Some(watermark)) => {
+                        let (kept, dropped) = drop_late(aggregate, window, watermark, input)?;
+                        self.late_rows += dropped;
+                        kept
+                    }
+                    _ => input,
+                };
+                let partial = run(
+                    aggregate.exec(
+                        AggregateMode::Partial,
+                        aggregate.input_schema.clone(),
+                        input,
+                    )?,
+                    ctx.clone(),
+                )
+                .await?;
+                let mut merged = std::mem::take(&mut self.state);
+                merged.extend(partial);
+                self.state = run(
+                    aggregate.exec(
+                        AggregateMode::PartialReduce,
+                        aggregate.state_schema.clone(),
+                        merged,
+                    )?,
+                    ctx.clone(),
+                )
+                .await?;
+                if aggregate.window.is_none() {
+                    let contents = self.finalize_all().await?;
+                    match &self.output {
+                        JobOutput::View(store) => store.replace(contents),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the windows the watermark closed.
+    async fn emit_closed(&mut self) -> Result<(), EngineError> {
+        let PlanKind::Aggregate(aggregate) = &self.plan.kind else {
+            return Ok(());
+        };
+        let (Some(window), Some(watermark)) = (&aggregate.window, self.watermark_ns) else {
+            return Ok(());
+        };
+        let mut open_rows = Vec::new();
+        let mut closed_rows = Vec::new();
+        for batch in std::mem::take(&mut self.state) {
+            let open = open_mask(batch.column(window.index), window, watermark)?;
+            if open.true_count() == batch.num_rows() {
+                open_rows.push(batch);
+                continue;
+            }
+            let closed = datafusion::arrow::compute::not(&open)?;
+            closed_rows.push(filter_record_batch(&batch, &closed)?);
+            if open.true_count() > 0 {
+                open_rows.push(filter_record_batch(&batch, &open)?);
+            }
+        }
+        self.state = open_rows;
+        if closed_rows.is_empty() {
+            return Ok(());
+        }
+        let rows = self.finalize(closed_rows).await?;
+        self.dirty = true;
+        self.emit(rows);
+        Ok(())
+    }
+
+    /// Final aggregate of `state` rows, through the upper part of the plan.
+    async fn finalize(&self, state: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, EngineError> {
+        let PlanKind::Aggregate(aggregate) = &self.plan.kind else {
+            return Ok(Vec::new());
+        };
+        let ctx = self.plan.task_ctx.clone();
+        let finals = run(
+            aggregate.exec(AggregateMode::Final, aggregate.state_schema.clone(), state)?,
+            ctx.clone(),
+        )
+        .await?;
+        aggregate.upper_slot.set(finals);
+        let rows = collect(aggregate.upper.clone(), ctx).await;
+        aggregate.upper_slot.set(Vec::new());
+        Ok(rows?)
+    }
+
+    async fn finalize_all(&self) -> Result<Vec<RecordBatch>, EngineError> {
+        self.finalize(self.state.clone()).await
+    }
+
+    fn emit(&mut self, rows: Vec<RecordBatch>) {
+        match &self.output {
+            JobOutput::View(store) => store.append(rows),
+        }
+    }
+
+    /// Writes the checkpoint: new view rows, aggregate state, then the manifest that makes
+    /// them current.
+    async fn checkpoint(&mut self) -> Result<(), EngineError> {
+        let Some(dir) = self.settings.dir.clone() else {
+            return Ok(());
+        };
+        let epoch = self.epoch + 1;
+        let mut segments = self.segments.clone();
+        let mut stable = None;
+        match &self.output {
+            JobOutput::View(store) => {
+                if !self.plan.is_updating() {
+                    let (len, rows) = store.unstable();
+                    if !rows.is_empty() {
+                        let file = format!("rows-{epoch:010}.arrow");
+                        if segments.len() >= COMPACT_SEGMENTS {
+                            // Compaction: one file with every row replaces the segments.
+                            let all = store.snapshot();
+                            let all = &all[..len.min(all.len())];
+                            checkpoint::write_batches(&dir.join(&file), &store.schema(), all)?;
+                            segments.clear();
+                        } else {
+                            checkpoint::write_batches(&dir.join(&file), &store.schema(), &rows)?;
+                        }
+                        segments.push(file);
+                    }
+                    stable = Some(len);
+                }
+            }
+        }
+        let state_file = match &self.plan.kind {
+            PlanKind::Aggregate(aggregate) => {
+                let file = format!("state-{epoch:010}.arrow");
+                checkpoint::write_batches(&dir.join(&file), &aggregate.state_schema, &self.state)?;
+                Some(file)
+            }
+            PlanKind::Stateless { .. } => None,
+        };
+        let manifest = Manifest {
+            epoch,
+            positions: self.positions.clone(),
+            partition_max_ns: self.partition_max_ns.clone(),
+            watermark_ns: self.watermark_ns,
+            events_in: self.events_in,
+            late_rows: self.late_rows,
+            segments: segments.clone(),
+            state_file,
+            written_at_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
+        checkpoint::write_manifest(&dir, &manifest)?;
+        checkpoint::remove_unlisted(&dir, &manifest);
+        self.epoch = epoch;
+        self.segments = segments;
+        self.dirty = false;
+        if let (Some(len), JobOutput::View(store)) = (stable, &self.output) {
+            store.mark_stable(len, self.watermark_ns);
+        }
+        self.set_status(|s| {
+            s.last_checkpoint = Some(SystemTime::now());
+            s.checkpoints = epoch;
+        });
+        tracing::debug!(job = %self.name, epoch, elapsed_ms = self.started.elapsed().as_millis() as u64, "checkpoint written");
+        Ok(())
+    }
+}
+
+/// Why a round failed.
+enum RoundError {
+    /// Reading the input: retried.
+    Input(EngineError),
+    /// Running the query: the job stops.
+    Query(EngineError),
+}
+
+/// Waits `pause` or until stopped; true when stopped.
+async fn wait(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => *stop.borrow(),
+        changed = stop.changed() => changed.is_err() || *stop.borrow(),
+    }
+}
+
+async fn run(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<datafusion::execution::TaskContext>,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    Ok(collect(plan, ctx).await?)
+}
+
+/// Drops input rows whose window the watermark has already closed; returns the rows kept and
+/// how many were dropped.
+fn drop_late(
+    aggregate: &AggregatePlan,
+    window: &WindowKey,
+    watermark: i64,
+    input: Vec<RecordBatch>,
+) -> Result<(Vec<RecordBatch>, u64), EngineError> {
+    let (expr, _) = &aggregate.group_by.expr()[window.index];
+    let mut kept = Vec::with_capacity(input.len());
+    let mut dropped = 0;
+    for batch in input {
+        let values = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let open = open_mask(&values, window, watermark)?;
+        let late = batch.num_rows() - open.true_count();
+        if late == 0 {
+            kept.push(batch);
+        } else {
+            dropped += late as u64;
+            kept.push(filter_record_batch(&batch, &open)?);
+        }
+    }
+    Ok((kept, dropped))
+}
+
+/// True for rows whose window is still open at `watermark` (window end > watermark).
+fn open_mask(
+    values: &dyn Array,
+    window: &WindowKey,
+    watermark: i64,
+) -> Result<BooleanArray, EngineError> {
+    let ns = timestamps_ns(values)?;
+    let offset = match window.role {
+        WindowRole::Start => window.spec.size_ns(),
+        WindowRole::End => 0,
+    };
+    Ok(ns
+        .iter()
+        .map(|v| Some(v.is_none_or(|v| v.saturating_add(offset) > watermark)))
+        .collect())
+}
+
+/// The watermark rule of a plan's input.
+fn input_watermark(plan: &ContinuousPlan) -> Result<InputWatermark, EngineError> {
+    match &plan.input {
+        StreamInput::Source(handle) => match &handle.watermark {
+            Some(w) => Ok(InputWatermark::Column {
+                name: w.column.clone(),
+                delay_ns: w.delay_ms.saturating_mul(1_000_000),
+            }),
+            None if plan.window().is_some() => Err(EngineError::new(
+                ErrorKind::InvalidStatement,
+                format!(
+                    "source {} has no watermark, so its windows would never close; declare one \
+                     with CREATE SOURCE {} (…, WATERMARK FOR <time column> AS <time column> - \
+                     INTERVAL '5 seconds') WITH (…)",
+                    handle.name, handle.name
+                ),
+            )),
+            None => Ok(InputWatermark::None),
+        },
+        StreamInput::View { name, store } => {
+            let Some(window) = plan.window() else {
+                return Ok(InputWatermark::Upstream { offset_ns: 0 });
+            };
+            let schema = store.schema();
+            let upstream = schema
+                .field_with_name(window.spec.time_column())
+                .ok()
+                .and_then(|f| crate::windows::window_column(f));
+            match upstream {
+                Some(column) => Ok(InputWatermark::Upstream {
+                    offset_ns: match column.role {
+                        WindowRole::End => 0,
+                        WindowRole::Start => column.spec.size_ns(),
+                    },
+                }),
+                None => Err(EngineError::new(
+                    ErrorKind::InvalidStatement,
+                    format!(
+                        "windows over materialized view {name} must use its window_start or \
+                         window_end column as time column, whose progress its watermark tells"
+                    ),
+                )),
+            }
+        }
+    }
+}
