@@ -6,4 +6,5 @@ mod kafka;
 mod pg;
 mod psql;
 mod slt;
+mod streaming;
 mod tansu;

@@ -168,6 +168,12 @@ impl TestServer {
             .expect("connect to freshet")
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM and waits for it, as an operator would.
     pub fn stop(mut self) {
         self.terminate();
