@@ -83,6 +83,9 @@ pub trait Sink: Send + std::fmt::Debug {
     /// `epoch` must be larger than the last epoch committed through this instance; a smaller
     /// or equal one is refused with [`ConnectorError::Sink`]. An epoch without rows still
     /// records `(epoch, metadata)`.
+    ///
+    /// When `commit` fails, the epoch's rows are dropped, not kept for a retry: the runtime
+    /// replays them from its last checkpoint. (At-least-once Kafka may have delivered some.)
     async fn commit(&mut self, epoch: u64, metadata: &str) -> Result<(), ConnectorError>;
 
     /// Forgets rows written since the last commit: exactly-once sinks abort their transaction
@@ -222,7 +225,10 @@ mod tests {
             err.contains("parquett") && err.contains("kafka") && err.contains("parquet"),
             "{err}"
         );
-        assert_eq!(sink_connector("KAFKA").map(|c| c.name()).ok(), Some("kafka"));
+        assert_eq!(
+            sink_connector("KAFKA").map(|c| c.name()).ok(),
+            Some("kafka")
+        );
     }
 
     #[test]
@@ -240,7 +246,9 @@ mod tests {
             Arc::new(StringArray::from(vec!["1"])) as arrow::array::ArrayRef,
         )])
         .unwrap();
-        let err = conform_batch("s", &schema, &strings).unwrap_err().to_string();
+        let err = conform_batch("s", &schema, &strings)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("id Int64") && err.contains("id Utf8"), "{err}");
     }
 

@@ -308,9 +308,10 @@ impl KafkaSink {
     /// Opens a transaction unless one is open (exactly-once only).
     fn ensure_transaction(&mut self) -> Result<(), ConnectorError> {
         if self.settings.exactly_once && !self.in_transaction {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| self.settings.error(format!("could not begin a transaction: {e}")))?;
+            self.producer.begin_transaction().map_err(|e| {
+                self.settings
+                    .error(format!("could not begin a transaction: {e}"))
+            })?;
             self.in_transaction = true;
         }
         Ok(())
@@ -342,7 +343,10 @@ impl KafkaSink {
     }
 
     /// At-least-once commit: wait for every acknowledgement, then record the epoch.
-    async fn commit_at_least_once(&mut self, list: TopicPartitionList) -> Result<(), ConnectorError> {
+    async fn commit_at_least_once(
+        &mut self,
+        list: TopicPartitionList,
+    ) -> Result<(), ConnectorError> {
         let (settings, producer, consumer) = (
             self.settings.clone(),
             self.producer.clone(),
@@ -520,11 +524,17 @@ impl Sink for KafkaSink {
         self.order
             .check(epoch)
             .map_err(|message| self.settings.error(message))?;
-        let offset = i64::try_from(epoch)
-            .map_err(|_| self.settings.error(format!("epoch {epoch} is too large for Kafka")))?;
+        let offset = i64::try_from(epoch).map_err(|_| {
+            self.settings
+                .error(format!("epoch {epoch} is too large for Kafka"))
+        })?;
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.settings.topic, RECORD_PARTITION, Offset::Offset(offset))
-            .map_err(|e| self.settings.error(e.to_string()))?;
+        list.add_partition_offset(
+            &self.settings.topic,
+            RECORD_PARTITION,
+            Offset::Offset(offset),
+        )
+        .map_err(|e| self.settings.error(e.to_string()))?;
         if let Some(mut entry) = list.find_partition(&self.settings.topic, RECORD_PARTITION) {
             entry.set_metadata(metadata);
         }

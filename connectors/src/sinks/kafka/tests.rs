@@ -23,7 +23,10 @@ fn rows(first: i64, count: i64) -> RecordBatch {
         .iter()
         .map(|id| (id % 3 != 0).then(|| format!("user \"{id}\"\n")))
         .collect();
-    let times: Vec<i64> = ids.iter().map(|id| 1_793_527_200_000 + id * 1_500).collect();
+    let times: Vec<i64> = ids
+        .iter()
+        .map(|id| 1_793_527_200_000 + id * 1_500)
+        .collect();
     RecordBatch::try_new(
         schema(),
         vec![
@@ -109,7 +112,10 @@ fn consume(brokers: &str, topic: &str, isolation: &str) -> Vec<(Option<String>, 
     let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while ended < partitions {
-        assert!(Instant::now() < deadline, "the topic was not read to its end");
+        assert!(
+            Instant::now() < deadline,
+            "the topic was not read to its end"
+        );
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
@@ -229,13 +235,10 @@ async fn exactly_once_commits_aborts_and_restarts_on_the_mock_cluster() {
 async fn errors_name_the_topic_the_broker_and_the_option() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let err = create(
-        config(&brokers, "missing", &[("timeout_ms", "3000")]),
-        true,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = create(config(&brokers, "missing", &[("timeout_ms", "3000")]), true)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("'missing'") && err.contains(&brokers), "{err}");
 
     cluster.create_topic("out", 1, 1).unwrap();
@@ -261,11 +264,9 @@ async fn errors_name_the_topic_the_broker_and_the_option() {
 
     let mut sink = create(config(&brokers, "out", &[]), false).await.unwrap();
     assert!(sink.describe().contains("'out'") && sink.describe().contains(&brokers));
-    let wrong = RecordBatch::try_from_iter([(
-        "id",
-        Arc::new(StringArray::from(vec!["1"])) as ArrayRef,
-    )])
-    .unwrap();
+    let wrong =
+        RecordBatch::try_from_iter([("id", Arc::new(StringArray::from(vec!["1"])) as ArrayRef)])
+            .unwrap();
     let err = sink.write(&wrong).await.unwrap_err().to_string();
     assert!(err.contains("'out'"), "{err}");
 }

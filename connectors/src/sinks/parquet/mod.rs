@@ -18,6 +18,7 @@
 //!
 //! One directory holds the output of one sink; a second sink must not share it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,8 +78,11 @@ fn part_name(epoch: u64, index: usize) -> String {
 fn part_epoch(name: &str) -> Option<u64> {
     let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
     let (epoch, index) = rest.split_once('-')?;
-    index.parse::<u64>().ok()?;
-    epoch.parse().ok()
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    // Only names this sink writes: other tools' `part-…` files are left alone.
+    (epoch.len() == 10 && digits(epoch) && index.len() >= 3 && digits(index))
+        .then(|| epoch.parse().ok())
+        .flatten()
 }
 
 fn marker_name(epoch: u64) -> String {
@@ -129,6 +133,41 @@ fn run_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The parsed options of one Parquet sink.
+struct Settings {
+    path: String,
+    max_file_rows: usize,
+    compression: Compression,
+    /// `aws.*`, `s3.*` and `hdfs.*` options, for the object store.
+    store_options: Vec<(String, String)>,
+}
+
+impl Settings {
+    fn parse(values: &BTreeMap<String, String>) -> Result<Self, ConnectorError> {
+        let mut options = Options::new("parquet", values);
+        let path = options.required("path")?.to_string();
+        let max_file_rows: usize = options.parsed("max_file_rows", 1_000_000)?;
+        if max_file_rows == 0 {
+            return Err(ConnectorError::InvalidOption {
+                option: "max_file_rows".to_string(),
+                value: "0".to_string(),
+                reason: "a file holds at least one row".to_string(),
+            });
+        }
+        let compression = parse_compression(options.get("compression").unwrap_or("snappy"))?;
+        accept_runtime_options(&mut options);
+        options.finish(&STORE_PREFIXES)?;
+        let all = values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let (store_options, _) = split_store_options(all);
+        Ok(Self {
+            path,
+            max_file_rows,
+            compression,
+            store_options,
+        })
+    }
 }
 
 /// The Parquet file being written.
@@ -312,26 +351,8 @@ impl ParquetSink {
         env: &SinkEnv,
         validate: bool,
     ) -> Result<Self, ConnectorError> {
-        let mut options = Options::new("parquet", &config.options);
-        let path = options.required("path")?;
-        let max_file_rows: usize = options.parsed("max_file_rows", 1_000_000)?;
-        if max_file_rows == 0 {
-            return Err(ConnectorError::InvalidOption {
-                option: "max_file_rows".to_string(),
-                value: "0".to_string(),
-                reason: "a file holds at least one row".to_string(),
-            });
-        }
-        let compression = parse_compression(options.get("compression").unwrap_or("snappy"))?;
-        accept_runtime_options(&mut options);
-        options.finish(&STORE_PREFIXES)?;
-        let all: Vec<(String, String)> = config
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let (store_options, _) = split_store_options(all);
-
+        let settings = Settings::parse(&config.options)?;
+        let path = settings.path.as_str();
         let resolved = resolve_location(path, &env.base_dir, &env.policy, false)
             .map_err(|e| path_error(path, e))?;
         if resolved.glob.is_some() {
@@ -341,11 +362,11 @@ impl ParquetSink {
                 reason: "a sink writes to a directory; glob patterns are for reading".to_string(),
             });
         }
-        let store = build_object_store(&resolved, &store_options, &env.policy)
+        let store = build_object_store(&resolved, &settings.store_options, &env.policy)
             .map_err(|e| path_error(path, e))?;
         let properties = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(max_file_rows.min(ROW_GROUP_ROWS_MAX)))
+            .set_compression(settings.compression)
+            .set_max_row_group_row_count(Some(settings.max_file_rows.min(ROW_GROUP_ROWS_MAX)))
             .build();
         let root = Path::from_url_path(resolved.url.path()).map_err(|e| {
             ConnectorError::InvalidOption {
@@ -363,7 +384,7 @@ impl ParquetSink {
             },
             schema: config.schema,
             properties,
-            max_file_rows,
+            max_file_rows: settings.max_file_rows,
             run: run_id(),
             next_file: 0,
             current: None,
@@ -398,10 +419,10 @@ impl ParquetSink {
         let Some(file) = self.current.take() else {
             return Ok(());
         };
-        file.writer
-            .close()
-            .await
-            .map_err(|e| self.dir.error(format!("could not finish {}: {e}", file.path)))?;
+        file.writer.close().await.map_err(|e| {
+            self.dir
+                .error(format!("could not finish {}: {e}", file.path))
+        })?;
         self.finished.push(file.path);
         Ok(())
     }
@@ -417,10 +438,10 @@ impl ParquetSink {
         for (index, temp) in self.finished.iter().enumerate() {
             let name = part_name(epoch, index);
             let target = self.dir.child(&[&name]);
-            self.dir.store
-                .rename(temp, &target)
-                .await
-                .map_err(|e| self.dir.error(format!("could not move {temp} to {target}: {e}")))?;
+            self.dir.store.rename(temp, &target).await.map_err(|e| {
+                self.dir
+                    .error(format!("could not move {temp} to {target}: {e}"))
+            })?;
             files.push(name);
         }
         let marker = serde_json::json!({
@@ -430,10 +451,14 @@ impl ParquetSink {
             "files": files,
         });
         let marker_path = self.dir.child(&[MARKER_DIR, &marker_name(epoch)]);
-        self.dir.store
+        self.dir
+            .store
             .put(&marker_path, PutPayload::from(marker.to_string()))
             .await
-            .map_err(|e| self.dir.error(format!("could not write {marker_path}: {e}")))?;
+            .map_err(|e| {
+                self.dir
+                    .error(format!("could not write {marker_path}: {e}"))
+            })?;
         self.finished.clear();
         Ok(())
     }
@@ -491,7 +516,9 @@ impl Sink for ParquetSink {
     }
 
     async fn commit(&mut self, epoch: u64, metadata: &str) -> Result<(), ConnectorError> {
-        self.order.check(epoch).map_err(|message| self.dir.error(message))?;
+        self.order
+            .check(epoch)
+            .map_err(|message| self.dir.error(message))?;
         if let Err(err) = self.publish(epoch, metadata).await {
             // What was published of the epoch has no marker, so it is deleted as a leftover
             // before the next commit; the epoch's rows are dropped, to be replayed.

@@ -54,10 +54,8 @@ impl Fixture {
     }
 
     fn config(&self, extra: &[(&str, &str)]) -> SinkConfig {
-        let mut options: BTreeMap<String, String> = BTreeMap::from([(
-            "path".to_string(),
-            self.dir().display().to_string(),
-        )]);
+        let mut options: BTreeMap<String, String> =
+            BTreeMap::from([("path".to_string(), self.dir().display().to_string())]);
         options.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         SinkConfig {
             name: "lake".to_string(),
@@ -198,7 +196,12 @@ async fn replaying_an_epoch_after_a_crash_leaves_no_duplicates() {
     // without writing the marker (the replay writes three, so it would stay a duplicate).
     sink.write(&rows(5, 5)).await.unwrap();
     let inprogress = fixture.dir().join("_inprogress");
-    assert_eq!(names_in(&inprogress).len(), 2, "{:?}", names_in(&inprogress));
+    assert_eq!(
+        names_in(&inprogress).len(),
+        2,
+        "{:?}",
+        names_in(&inprogress)
+    );
     drop(sink);
     std::fs::copy(
         fixture.dir().join("part-0000000001-000.parquet"),
@@ -214,7 +217,11 @@ async fn replaying_an_epoch_after_a_crash_leaves_no_duplicates() {
     restarted.write(&rows(5, 5)).await.unwrap();
     restarted.commit(2, "two").await.unwrap();
     assert_eq!(read_all(&fixture.dir()), expected(&[(0, 10)]));
-    assert!(names_in(&inprogress).is_empty(), "{:?}", names_in(&inprogress));
+    assert!(
+        names_in(&inprogress).is_empty(),
+        "{:?}",
+        names_in(&inprogress)
+    );
     assert_eq!(
         restarted.committed().await.unwrap(),
         Some((2, "two".to_string()))
@@ -327,6 +334,25 @@ async fn options_and_paths_are_checked_at_create() {
     let mut first = fixture.open(&[], true).await;
     first.commit(5, "").await.unwrap();
     let err = create(fixture.config(&[])).await;
-    assert!(err.contains("already holds") && err.contains("epoch 5"), "{err}");
+    assert!(
+        err.contains("already holds") && err.contains("epoch 5"),
+        "{err}"
+    );
     fixture.open(&[], false).await;
+}
+
+#[test]
+fn only_names_this_sink_writes_count_as_its_files() {
+    assert_eq!(part_epoch(&part_name(42, 7)), Some(42));
+    assert_eq!(part_epoch(&part_name(3, 1234)), Some(3));
+    for foreign in [
+        "part-00000-c000.snappy.parquet",
+        "part-00000-5f0c2b9e.parquet",
+        "part-42-000.parquet",
+        "part-0000000042-.parquet",
+        "part-0000000042-000.parquet.inprogress",
+    ] {
+        assert_eq!(part_epoch(foreign), None, "{foreign}");
+    }
+    assert_eq!(marker_epoch(&marker_name(9)), Some(9));
 }
