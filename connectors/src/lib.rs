@@ -9,4 +9,6 @@ pub mod files;
 pub mod formats;
 pub mod generators;
 pub mod kafka;
+pub mod sink;
+pub mod sinks;
 pub mod source;

@@ -16,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-/// Errors of source connectors. Each variant names what it is about.
+/// Errors of source and sink connectors. Each variant names what it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     #[error("unknown connector '{name}' (known: {known})")]
@@ -52,6 +52,13 @@ pub enum ConnectorError {
     },
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A sink could not write to or commit in its destination (broker, topic, directory).
+    #[error("sink '{sink}' ({destination}): {message}")]
+    Sink {
+        sink: String,
+        destination: String,
+        message: String,
+    },
 }
 
 /// A piece of a snapshot that one task reads: for Kafka a partition and an offset range
