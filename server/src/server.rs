@@ -83,6 +83,8 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     tracing::info!("shutting down: no new connections; open ones are closed");
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    // Continuous queries write a last checkpoint, so a restart resumes exactly here.
+    engine.streams().stop_all().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -572,3 +572,148 @@ async fn views_survive_sigkill_with_exactly_the_uninterrupted_result() {
     let jobs = show_jobs(&client).await;
     assert_eq!(jobs["public.clicks_1m"].1, 0, "no event was late");
 }
+
+/// Every message of partition 0 of `topic`, waiting up to `limit` for at least `want`.
+fn consume_all(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "streaming-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    // After `want` arrive, keep reading a little to catch duplicates.
+    let mut settle: Option<Instant> = None;
+    while start.elapsed() < limit {
+        if out.len() >= want && settle.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            if let Some(payload) = message.payload() {
+                out.push(String::from_utf8_lossy(payload).into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// `2026-11-01THH:MM` of a window start in the test's day.
+fn minute_text(ms: i64) -> String {
+    let secs = ms / 1000;
+    format!("2026-11-01T{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_receive_exactly_the_rows() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("clicks", 3, 1).unwrap();
+    cluster.create_topic("minutes", 1, 1).unwrap();
+    let all = events(0, 900);
+    produce(&brokers, "clicks", &all);
+
+    let work = tempfile::tempdir().unwrap();
+    let server = TestServer::start(work.path(), &Options::default());
+    let client = server.client().await;
+    client.batch_execute(&create_source(&brokers)).await.unwrap();
+    client.batch_execute(TUMBLE_VIEW).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SINK minutes_out FROM clicks_1m WITH (connector = 'kafka', bootstrap_servers = '{brokers}', topic = 'minutes', checkpoint_interval = '300ms');
+             CREATE SINK archive FROM clicks WITH (connector = 'parquet', path = 'archive', rollover_interval = '400ms')"
+        ))
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("CREATE SINK bad FROM clicks WITH (connector = 'parquet', path = 'x', rollover_intervl = '1s')")
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error().unwrap().message().contains("rollover_intervl"),
+        "{err:?}"
+    );
+    let listed = client.simple_query("SHOW SINKS").await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count(),
+        2
+    );
+
+    // The Kafka sink: one JSON message per window row, the same rows as the view.
+    let expected = tumble_expected(&all, watermark(&all, 45_000));
+    let messages = consume_all(&brokers, "minutes", expected.len(), Duration::from_secs(60));
+    assert_eq!(messages.len(), expected.len(), "{messages:?}");
+    let mut received: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for message in &messages {
+        let value: serde_json::Value = serde_json::from_str(message).unwrap();
+        let start = value["window_start"].as_str().unwrap()[..16].to_string();
+        let row = (value["n"].as_i64().unwrap(), value["items"].as_i64().unwrap());
+        assert!(received.insert(start, row).is_none(), "duplicate {message}");
+    }
+    let expected_text: BTreeMap<String, (i64, i64)> = expected
+        .iter()
+        .map(|(start, row)| (minute_text(*start), *row))
+        .collect();
+    assert_eq!(received, expected_text);
+
+    // The Parquet sink: every event archived once, readable as a table.
+    client
+        .batch_execute("CREATE EXTERNAL TABLE archived STORED AS PARQUET LOCATION 'archive/'")
+        .await
+        .ok();
+    eventually(Duration::from_secs(30), "the Parquet archive", || async {
+        let _ = client.batch_execute("DROP TABLE IF EXISTS archived; CREATE EXTERNAL TABLE archived STORED AS PARQUET LOCATION 'archive/'").await;
+        match client.query_one("SELECT count(*) FROM archived", &[]).await {
+            Ok(row) => row.get::<_, i64>(0) == all.len() as i64,
+            Err(_) => false,
+        }
+    })
+    .await;
+    let distinct: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT DISTINCT user_id, item_id, action, ts FROM archived)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut unique = all
+        .iter()
+        .map(|e| (e.user_id, e.item_id, e.action, e.ts_ms))
+        .collect::<Vec<_>>();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(distinct, unique.len() as i64);
+
+    // A crash and more events: the archive still holds every event exactly once.
+    let more = events(900, 300);
+    produce(&brokers, "clicks", &more);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(client);
+    server.kill();
+    let server = TestServer::start(work.path(), &Options::default());
+    let client = server.client().await;
+    let total = (all.len() + more.len()) as i64;
+    eventually(Duration::from_secs(30), "the archive after a crash", || async {
+        let _ = client.batch_execute("DROP TABLE IF EXISTS archived; CREATE EXTERNAL TABLE archived STORED AS PARQUET LOCATION 'archive/'").await;
+        match client.query_one("SELECT count(*) FROM archived", &[]).await {
+            Ok(row) => row.get::<_, i64>(0) == total,
+            Err(_) => false,
+        }
+    })
+    .await;
+    client.batch_execute("DROP SINK archive; DROP SINK IF EXISTS archive").await.unwrap();
+    let err = client.batch_execute("DROP SINK archive").await.unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("archive"));
+}

@@ -41,6 +41,9 @@ pub enum EntryKind {
     /// `CREATE MATERIALIZED VIEW`: a continuous query whose rows and checkpoints live under
     /// `streams/<name>/`.
     MaterializedView,
+    /// `CREATE SINK`: a job writing a view's or a source's rows to Kafka or Parquet files;
+    /// its checkpoints live under `streams/<name>/`.
+    Sink,
 }
 
 impl EntryKind {
@@ -53,6 +56,7 @@ impl EntryKind {
             EntryKind::Schema => "schema",
             EntryKind::Source => "source",
             EntryKind::MaterializedView => "materialized view",
+            EntryKind::Sink => "sink",
         }
     }
 }

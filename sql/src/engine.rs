@@ -273,6 +273,14 @@ impl Engine {
         &self.inner.streams
     }
 
+    /// What sinks need from the server: where local files may be written.
+    pub(crate) fn sink_env(&self) -> freshet_connectors::sink::SinkEnv {
+        freshet_connectors::sink::SinkEnv::new(
+            self.inner.policy.clone(),
+            self.inner.config.base_dir.clone(),
+        )
+    }
+
     pub(crate) fn catalog(&self) -> &Mutex<CatalogStore> {
         &self.inner.catalog
     }
@@ -1089,7 +1097,7 @@ impl Engine {
         let mut rows: Vec<[String; 5]> = catalog
             .entries()
             .iter()
-            .filter(|e| e.kind != EntryKind::Schema)
+            .filter(|e| !matches!(e.kind, EntryKind::Schema | EntryKind::Sink))
             .map(|e| {
                 let (schema, name) = e.name.split_once('.').unwrap_or((DEFAULT_SCHEMA, &e.name));
                 let status = unavailable
@@ -1180,6 +1188,7 @@ impl Engine {
             }
             EntryKind::Table => self.restore_table(session, catalog, entry).await,
             EntryKind::MaterializedView => self.restore_materialized_view(session, entry).await,
+            EntryKind::Sink => self.restore_sink(session, entry).await,
             EntryKind::Source => {
                 let create = crate::sources::parse_create_source(sql)?;
                 let handle = self

@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::aggregates::AggregateMode;
 use datafusion::physical_plan::{collect, ExecutionPlan};
+use freshet_connectors::sink::Sink;
 use freshet_connectors::source::Split;
 use futures::TryStreamExt;
 use tokio::sync::watch;
@@ -66,6 +67,9 @@ pub struct JobStatus {
 /// Where a job's rows go.
 pub enum JobOutput {
     View(Arc<ViewStore>),
+    /// A sink: rows are written as they are produced and committed at each checkpoint, before
+    /// the checkpoint itself is written.
+    Sink(tokio::sync::Mutex<Box<dyn Sink>>),
 }
 
 /// How the watermark is derived from the input.
@@ -156,9 +160,7 @@ impl Job {
         let Some(dir) = self.settings.dir.clone() else {
             return Ok(());
         };
-        let Some(manifest) = checkpoint::read_manifest(&dir)? else {
-            return Ok(());
-        };
+        let manifest = checkpoint::read_manifest(&dir)?.unwrap_or_default();
         self.epoch = manifest.epoch;
         self.positions = manifest.positions.clone();
         self.partition_max_ns = manifest.partition_max_ns.clone();
@@ -174,24 +176,53 @@ impl Job {
             rows.extend(checkpoint::read_batches(&dir.join(segment))?);
         }
         checkpoint::remove_unlisted(&dir, &manifest);
-        match &self.output {
+        let contents = if self.plan.is_updating() {
+            self.finalize_all().await?
+        } else {
+            rows
+        };
+        match &mut self.output {
+            JobOutput::Sink(sink) => {
+                let sink = sink.get_mut();
+                // The destination may be ahead of our checkpoint: a commit succeeded and the
+                // server died before writing the checkpoint. Its rows are there; skip them.
+                let committed = sink.committed().await.map_err(EngineError::from)?;
+                if let Some((epoch, metadata)) = committed {
+                    if epoch > self.epoch {
+                        let positions: BTreeMap<i32, i64> = serde_json::from_str(&metadata)
+                            .map_err(|e| {
+                                EngineError::internal(format!(
+                                    "sink {} recorded unreadable metadata for epoch {epoch}: {e}",
+                                    self.name
+                                ))
+                            })?;
+                        tracing::info!(job = %self.name, epoch, "sink is ahead of the checkpoint; resuming after its last commit");
+                        self.positions = positions;
+                        self.epoch = epoch;
+                    } else if epoch < self.epoch {
+                        tracing::warn!(job = %self.name, sink_epoch = epoch, checkpoint_epoch = self.epoch, "the sink's destination is behind the checkpoint (was it reset?); rows of the missing epochs are not rewritten");
+                    }
+                }
+            }
             JobOutput::View(store) => {
                 if self.plan.is_updating() {
-                    let contents = self.finalize_all().await?;
                     store.replace(contents);
                     store.mark_stable(0, self.watermark_ns);
                 } else {
-                    store.restore(rows, self.watermark_ns);
+                    store.restore(contents, self.watermark_ns);
                 }
             }
         }
+        self.dirty = false;
         self.set_status(|s| {
             s.events_in = manifest.events_in;
             s.late_rows = manifest.late_rows;
             s.watermark_ns = manifest.watermark_ns;
             s.checkpoints = manifest.epoch;
         });
-        tracing::info!(job = %self.name, epoch = manifest.epoch, "resumed from checkpoint");
+        if manifest.epoch > 0 {
+            tracing::info!(job = %self.name, epoch = manifest.epoch, "resumed from checkpoint");
+        }
         Ok(())
     }
 
@@ -227,6 +258,21 @@ impl Job {
                     }
                     continue;
                 }
+                Err(RoundError::Sink(err)) => {
+                    tracing::warn!(job = %self.name, error = %err, "writing to the sink failed; going back to the last checkpoint");
+                    self.set_status(|s| {
+                        s.state = "retrying".to_string();
+                        s.last_error = Some(err.message().to_string());
+                    });
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if wait(&mut stop, backoff).await {
+                        break;
+                    }
+                    if let Err(err) = self.rewind().await {
+                        self.set_status(|s| s.last_error = Some(err.message().to_string()));
+                    }
+                    continue;
+                }
                 Err(RoundError::Query(err)) => {
                     tracing::error!(job = %self.name, error = %err, "continuous query failed; job stopped");
                     self.set_status(|s| {
@@ -252,11 +298,22 @@ impl Job {
                         tracing::error!(job = %self.name, error = %err, "checkpoint failed");
                         self.set_status(|s| s.last_error = Some(err.message().to_string()));
                         last_checkpoint = Instant::now();
+                        if matches!(self.output, JobOutput::Sink(_)) {
+                            // The sink dropped the epoch's rows: read them again.
+                            if let Err(err) = self.rewind().await {
+                                self.set_status(|s| s.last_error = Some(err.message().to_string()));
+                            }
+                        }
                     }
                 }
             }
             if !progressed && wait(&mut stop, IDLE_POLL).await {
                 break;
+            }
+        }
+        if self.settings.dir.is_some() && self.dirty {
+            if let Err(err) = self.checkpoint().await {
+                tracing::error!(job = %self.name, error = %err, "last checkpoint failed");
             }
         }
         self.set_status(|s| s.state = "stopped".to_string());
@@ -275,10 +332,10 @@ impl Job {
             self.observe_event_times(&batches)
                 .map_err(RoundError::Query)?;
             let rows: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
-            self.process(rows).await.map_err(RoundError::Query)?;
+            self.process(rows).await?;
         }
         self.advance_watermark();
-        self.emit_closed().await.map_err(RoundError::Query)?;
+        self.emit_closed().await?;
         let (events_in, late, watermark) = (self.events_in, self.late_rows, self.watermark_ns);
         self.set_status(|s| {
             s.events_in = events_in;
@@ -421,14 +478,29 @@ impl Job {
         }
     }
 
-    async fn process(&mut self, rows: Vec<RecordBatch>) -> Result<(), EngineError> {
+    async fn process(&mut self, rows: Vec<RecordBatch>) -> Result<(), RoundError> {
+        let output = self.compute(rows).await.map_err(RoundError::Query)?;
+        match output {
+            Computed::Append(rows) => self.emit(rows).await,
+            Computed::Replace(rows) => {
+                if let JobOutput::View(store) = &self.output {
+                    store.replace(rows);
+                }
+                Ok(())
+            }
+            Computed::Nothing => Ok(()),
+        }
+    }
+
+    /// Runs the plan on a micro-batch.
+    async fn compute(&mut self, rows: Vec<RecordBatch>) -> Result<Computed, EngineError> {
         self.plan.slot.set(rows);
         let ctx = self.plan.task_ctx.clone();
         match &self.plan.kind {
             PlanKind::Stateless { plan } => {
-                let out = collect(plan.clone(), ctx).await?;
+                let out = collect(plan.clone(), ctx).await;
                 self.plan.slot.set(Vec::new());
-                self.emit(out);
+                Ok(Computed::Append(out?))
             }
             PlanKind::Aggregate(aggregate) => {
                 let input = collect(aggregate.lower.clone(), ctx.clone()).await?;
@@ -462,24 +534,41 @@ impl Job {
                 )
                 .await?;
                 if aggregate.window.is_none() {
-                    let contents = self.finalize_all().await?;
-                    match &self.output {
-                        JobOutput::View(store) => store.replace(contents),
-                    }
+                    return Ok(Computed::Replace(self.finalize_all().await?));
                 }
+                Ok(Computed::Nothing)
             }
         }
-        Ok(())
     }
 
     /// Emits the windows the watermark closed.
-    async fn emit_closed(&mut self) -> Result<(), EngineError> {
+    async fn emit_closed(&mut self) -> Result<(), RoundError> {
         let PlanKind::Aggregate(aggregate) = &self.plan.kind else {
             return Ok(());
         };
-        let (Some(window), Some(watermark)) = (&aggregate.window, self.watermark_ns) else {
+        let (Some(window), Some(watermark)) = (aggregate.window.clone(), self.watermark_ns) else {
             return Ok(());
         };
+        let closed_rows = self
+            .split_closed(&window, watermark)
+            .map_err(RoundError::Query)?;
+        if closed_rows.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .finalize(closed_rows)
+            .await
+            .map_err(RoundError::Query)?;
+        self.dirty = true;
+        self.emit(rows).await
+    }
+
+    /// Removes the state rows of windows closed at `watermark` and returns them.
+    fn split_closed(
+        &mut self,
+        window: &WindowKey,
+        watermark: i64,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
         let mut open_rows = Vec::new();
         let mut closed_rows = Vec::new();
         for batch in std::mem::take(&mut self.state) {
@@ -495,13 +584,7 @@ impl Job {
             }
         }
         self.state = open_rows;
-        if closed_rows.is_empty() {
-            return Ok(());
-        }
-        let rows = self.finalize(closed_rows).await?;
-        self.dirty = true;
-        self.emit(rows);
-        Ok(())
+        Ok(closed_rows)
     }
 
     /// Final aggregate of `state` rows, through the upper part of the plan.
@@ -525,10 +608,28 @@ impl Job {
         self.finalize(self.state.clone()).await
     }
 
-    fn emit(&mut self, rows: Vec<RecordBatch>) {
-        match &self.output {
+    async fn emit(&mut self, rows: Vec<RecordBatch>) -> Result<(), RoundError> {
+        match &mut self.output {
             JobOutput::View(store) => store.append(rows),
+            JobOutput::Sink(sink) => {
+                let sink = sink.get_mut();
+                for batch in rows.iter().filter(|b| b.num_rows() > 0) {
+                    sink.write(batch)
+                        .await
+                        .map_err(|e| RoundError::Sink(e.into()))?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Goes back to the last checkpoint (after a sink lost the rows of an epoch).
+    async fn rewind(&mut self) -> Result<(), EngineError> {
+        if let JobOutput::Sink(sink) = &mut self.output {
+            sink.get_mut().abort().await.map_err(EngineError::from)?;
+        }
+        self.state.clear();
+        self.recover().await
     }
 
     /// Writes the checkpoint: new view rows, aggregate state, then the manifest that makes
@@ -540,7 +641,15 @@ impl Job {
         let epoch = self.epoch + 1;
         let mut segments = self.segments.clone();
         let mut stable = None;
-        match &self.output {
+        match &mut self.output {
+            JobOutput::Sink(sink) => {
+                let metadata = serde_json::to_string(&self.positions)
+                    .map_err(|e| EngineError::internal(e.to_string()))?;
+                sink.get_mut()
+                    .commit(epoch, &metadata)
+                    .await
+                    .map_err(EngineError::from)?;
+            }
             JobOutput::View(store) => {
                 if !self.plan.is_updating() {
                     let (len, rows) = store.unstable();
@@ -600,10 +709,21 @@ impl Job {
     }
 }
 
+/// What a micro-batch produced.
+enum Computed {
+    /// Rows to append (stateless queries).
+    Append(Vec<RecordBatch>),
+    /// The new contents (non-windowed aggregates).
+    Replace(Vec<RecordBatch>),
+    Nothing,
+}
+
 /// Why a round failed.
 enum RoundError {
     /// Reading the input: retried.
     Input(EngineError),
+    /// Writing to the sink: the job goes back to its last checkpoint and retries.
+    Sink(EngineError),
     /// Running the query: the job stops.
     Query(EngineError),
 }

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 
 use super::job::{Job, JobOutput, JobSettings};
 use super::plan::plan_continuous;
-use super::statements::{parse_duration, CreateMaterializedView, StreamStatement, SubscribeTarget};
+use super::statements::{
+    parse_duration, CreateMaterializedView, CreateSink, StreamStatement, SubscribeTarget,
+};
 use super::view::{MaterializedViewTable, ViewStore};
 use super::{JobEntry, JobKind, JobStatus};
 use crate::catalog::{Entry, EntryKind};
@@ -44,11 +46,11 @@ impl Engine {
             StreamStatement::ShowMaterializedViews => self.show_materialized_views(),
             StreamStatement::ShowJobs => self.show_jobs(),
             StreamStatement::Subscribe(target) => self.subscribe(session, target).await,
-            StreamStatement::CreateSink(_)
-            | StreamStatement::DropSink { .. }
-            | StreamStatement::ShowSinks => Err(EngineError::unsupported(
-                "sinks are not available in this build yet",
-            )),
+            StreamStatement::CreateSink(create) => self.create_sink(session, create, sql).await,
+            StreamStatement::DropSink { name, if_exists } => {
+                self.drop_sink(name, *if_exists).await
+            }
+            StreamStatement::ShowSinks => self.show_sinks(),
         }
     }
 
@@ -61,6 +63,7 @@ impl Engine {
         Ok(match statement {
             StreamStatement::ShowMaterializedViews => Some(show_views_schema()),
             StreamStatement::ShowJobs => Some(show_jobs_schema()),
+            StreamStatement::ShowSinks => Some(show_sinks_schema()),
             StreamStatement::Subscribe(target) => {
                 if let Some(store) = self.subscribed_view(target) {
                     return Ok(Some(store.schema()));
@@ -383,6 +386,203 @@ impl Engine {
             Box::pin(RecordBatchStreamAdapter::new(schema, rows));
         Ok(Output::Live(stream))
     }
+}
+
+impl Engine {
+    async fn create_sink(
+        &self,
+        session: &Session,
+        create: &CreateSink,
+        sql: &str,
+    ) -> Result<Output, EngineError> {
+        let mut catalog = self.catalog().lock().await;
+        let key = table_key(&TableReference::from(create.name.as_str()));
+        if catalog.get(&key).is_some() || self.streams().jobs().contains_key(&key) {
+            if create.if_not_exists {
+                return Ok(Output::command("CREATE SINK"));
+            }
+            return Err(EngineError::new(
+                ErrorKind::DuplicateObject,
+                format!("\"{}\" already exists", create.name),
+            ));
+        }
+        let _ = std::fs::remove_dir_all(self.view_dir(&key));
+        self.start_sink(session, &key, create, true).await?;
+        let entry = Entry {
+            id: 0,
+            name: key.clone(),
+            kind: EntryKind::Sink,
+            sql: Some(sql.to_string()),
+            schema: None,
+            location: None,
+            base_dir: None,
+            state: Default::default(),
+        };
+        if let Err(err) = catalog.upsert(entry) {
+            self.streams().stop(&key).await;
+            return Err(err);
+        }
+        Ok(Output::command("CREATE SINK"))
+    }
+
+    /// Plans the sink's input, opens the destination and starts the job.
+    async fn start_sink(
+        &self,
+        session: &Session,
+        key: &str,
+        create: &CreateSink,
+        validate: bool,
+    ) -> Result<(), EngineError> {
+        let from = table_key(&TableReference::from(create.from.as_str()));
+        let upstream = self.streams().jobs().get(&from).map(|e| (e.kind, e.store.clone()));
+        match upstream {
+            Some((JobKind::MaterializedView, Some(store))) if store.is_updating() => {
+                return Err(EngineError::unsupported(format!(
+                    "sink {}: materialized view {} is an updating aggregate (its rows change in \
+                     place); a sink reads windowed or append-only views and sources",
+                    create.name, create.from
+                )))
+            }
+            Some((JobKind::MaterializedView, _)) => {}
+            _ if self.source(&from).is_some() => {}
+            _ => {
+                return Err(EngineError::new(
+                    ErrorKind::UndefinedTable,
+                    format!(
+                        "sink {}: \"{}\" is not a materialized view or a source (to write a \
+                         table's rows once, use COPY … TO)",
+                        create.name, create.from
+                    ),
+                ))
+            }
+        }
+        let mut options = create.options.clone();
+        let connector_name = options.remove("connector").ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::InvalidParameterValue,
+                "CREATE SINK needs WITH (connector = 'kafka' | 'parquet', …)",
+            )
+        })?;
+        // How often the sink commits: `rollover_interval` (files) or `checkpoint_interval`.
+        let mut runtime = std::collections::BTreeMap::new();
+        for key in ["checkpoint_interval", "rollover_interval"] {
+            if let Some(value) = options.get(key) {
+                runtime.insert("checkpoint_interval".to_string(), value.clone());
+            }
+        }
+        let settings = self.job_settings(&runtime, Some(self.view_dir(key)))?;
+        let logical = self
+            .plan_query(session, &format!("SELECT * FROM {}", create.from))
+            .await?;
+        let plan = plan_continuous(session, logical).await?;
+        let connector = freshet_connectors::sink::sink_connector(&connector_name)?;
+        let config = freshet_connectors::sink::SinkConfig {
+            name: key.to_string(),
+            schema: plan.output_schema.clone(),
+            options,
+        };
+        let sink = connector.create(config, &self.sink_env(), validate).await?;
+        let description = sink.describe();
+        let status = Arc::new(Mutex::new(JobStatus {
+            state: "starting".to_string(),
+            ..Default::default()
+        }));
+        let mut job = Job::new(
+            key,
+            plan,
+            JobOutput::Sink(tokio::sync::Mutex::new(sink)),
+            settings,
+            status.clone(),
+        )?;
+        job.recover().await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(job.run(stop_rx));
+        self.streams().insert(
+            key.to_string(),
+            JobEntry {
+                kind: JobKind::Sink,
+                input: from,
+                query: format!("{} → {}", create.from, description),
+                mode: "append",
+                status,
+                store: None,
+                stop,
+                task: Some(task),
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) async fn restore_sink(
+        &self,
+        session: &Session,
+        entry: &Entry,
+    ) -> Result<(), EngineError> {
+        let sql = entry.sql.as_deref().unwrap_or_default();
+        let Some(StreamStatement::CreateSink(create)) =
+            super::statements::parse_stream_statement(sql)?
+        else {
+            return Err(EngineError::internal("catalog entry is not CREATE SINK"));
+        };
+        self.start_sink(session, &entry.name, &create, false).await
+    }
+
+    async fn drop_sink(&self, name: &str, if_exists: bool) -> Result<Output, EngineError> {
+        let mut catalog = self.catalog().lock().await;
+        let key = table_key(&TableReference::from(name));
+        let is_sink = catalog
+            .get(&key)
+            .is_some_and(|e| e.kind == EntryKind::Sink);
+        if !is_sink {
+            if if_exists {
+                return Ok(Output::command("DROP SINK"));
+            }
+            return Err(EngineError::new(
+                ErrorKind::UndefinedObject,
+                format!("sink \"{name}\" does not exist"),
+            ));
+        }
+        catalog.remove(&key)?;
+        self.streams().stop(&key).await;
+        let _ = std::fs::remove_dir_all(self.view_dir(&key));
+        Ok(Output::command("DROP SINK"))
+    }
+
+    fn show_sinks(&self) -> Result<Output, EngineError> {
+        let rows: Vec<_> = self
+            .streams()
+            .list()
+            .into_iter()
+            .filter(|r| r.kind == JobKind::Sink)
+            .collect();
+        let schema = show_sinks_schema();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.name.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.input.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.query.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.status.state.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.status.checkpoints as i64),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.status.last_error.clone()),
+            )),
+        ];
+        Output::rows(schema.clone(), vec![RecordBatch::try_new(schema, columns)?])
+    }
+}
+
+fn show_sinks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("from", DataType::Utf8, false),
+        Field::new("destination", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("commits", DataType::Int64, false),
+        Field::new("last_error", DataType::Utf8, true),
+    ]))
 }
 
 /// The query a SUBSCRIBE runs when it does not name a materialized view.
