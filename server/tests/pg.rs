@@ -418,4 +418,33 @@ async fn demo_serves_its_generated_tables() {
         .await
         .unwrap();
     assert_eq!(users.get::<_, i64>(0), 500);
+
+    // The live part: a windowed view over the embedded broker's clickstream, and a sink.
+    let start = std::time::Instant::now();
+    let windows = loop {
+        let rows = client
+            .query(
+                "SELECT category, clicks, revenue FROM live_category_clicks",
+                &[],
+            )
+            .await
+            .unwrap();
+        if !rows.is_empty() || start.elapsed() > std::time::Duration::from_secs(90) {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert!(!windows.is_empty(), "no window closed in the live view");
+    for row in &windows {
+        let category: String = row.get(0);
+        assert!(
+            ["books", "music", "games", "garden", "kitchen"].contains(&category.as_str()),
+            "{category}"
+        );
+        assert!(row.get::<_, i64>(1) > 0);
+        assert!(row.get::<_, f64>(2) > 0.0);
+    }
+    let sinks = client.simple_query("SHOW SINKS").await.unwrap();
+    assert!(sinks.iter().any(|m| matches!(m,
+        tokio_postgres::SimpleQueryMessage::Row(r) if r.get("name") == Some("public.live_clicks_archive"))));
 }
