@@ -1037,6 +1037,7 @@ impl Engine {
                 })
             }
             OwnStatement::SetTransaction => Ok(Output::command("SET")),
+            OwnStatement::DeallocateAll => Ok(Output::command("DEALLOCATE ALL")),
             OwnStatement::Reset { name: None } | OwnStatement::DiscardAll => {
                 session.reset_all();
                 let tag = if matches!(own, OwnStatement::DiscardAll) {

@@ -33,6 +33,9 @@ pub enum OwnStatement {
     },
     /// `DISCARD ALL`: forget session settings.
     DiscardAll,
+    /// `DEALLOCATE [PREPARE] ALL`: drivers (psycopg) send it after DDL to drop their prepared
+    /// statements; protocol-level statements are per connection and need nothing here.
+    DeallocateAll,
     /// `CREATE SOURCE …`: a Kafka topic or a generator as a table.
     CreateSource(Box<crate::sources::CreateSource>),
     /// `DROP SOURCE [IF EXISTS] name`.
@@ -178,6 +181,12 @@ pub fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
             kind: TransactionKind::Within,
         }),
         "DISCARD" => Some(OwnStatement::DiscardAll),
+        "DEALLOCATE"
+            if keyword_at(&tokens, 1).as_deref() == Some("ALL")
+                || starts_with(&tokens[1..], &["PREPARE", "ALL"]) =>
+        {
+            Some(OwnStatement::DeallocateAll)
+        }
         "CREATE" if starts_with(&tokens, &["CREATE", "SOURCE"]) => Some(
             OwnStatement::CreateSource(Box::new(crate::sources::parse_create_source(sql)?)),
         ),
@@ -442,6 +451,14 @@ mod tests {
         );
         assert_eq!(parse_own("SHOW COLUMNS FROM t").unwrap(), None);
         assert_eq!(parse_own("SELECT 1").unwrap(), None);
+    }
+
+    #[test]
+    fn deallocate_all_is_ours_and_deallocate_name_is_datafusions() {
+        for sql in ["DEALLOCATE ALL", "deallocate prepare all"] {
+            assert_eq!(parse_own(sql).unwrap(), Some(OwnStatement::DeallocateAll));
+        }
+        assert_eq!(parse_own("DEALLOCATE my_plan").unwrap(), None);
     }
 
     #[test]
