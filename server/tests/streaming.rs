@@ -238,6 +238,14 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
                SELECT window_start, count(*) AS n
                FROM HOP(clicks, ts, INTERVAL '30 seconds', INTERVAL '2 minutes')
                GROUP BY window_start;
+             CREATE MATERIALIZED VIEW stats_1m AS
+               SELECT window_start, count(DISTINCT user_id) AS users, avg(item_id) AS mean,
+                      stddev(item_id) AS spread, approx_distinct(user_id) AS approx_users,
+                      min(ts) AS first, max(action) AS last_action, bool_or(action = 'buy') AS any_buy
+               FROM TUMBLE(clicks, ts, INTERVAL '1 minute')
+               GROUP BY window_start;
+             CREATE MATERIALIZED VIEW busy_minutes AS
+               SELECT window_start, n FROM clicks_1m WHERE n >= 36;
              CREATE MATERIALIZED VIEW buys_by_category AS
                SELECT c.user_id, c.item_id, i.category
                FROM clicks c JOIN items i ON c.item_id = i.item_id
@@ -264,6 +272,54 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
             == hop
     })
     .await;
+    // Other aggregates: the view equals the same query run as a batch query over the topic,
+    // restricted to the closed windows.
+    let stats = |from: &str| {
+        format!(
+            "SELECT CAST(window_start AS VARCHAR), users, round(mean, 9), round(spread, 9), approx_users, \
+                    CAST(first AS VARCHAR), last_action, any_buy FROM {from} ORDER BY 1"
+        )
+    };
+    let batch = format!(
+        "(SELECT window_start, count(DISTINCT user_id) AS users, avg(item_id) AS mean, \
+                stddev(item_id) AS spread, approx_distinct(user_id) AS approx_users, min(ts) AS first, \
+                max(action) AS last_action, bool_or(action = 'buy') AS any_buy \
+         FROM TUMBLE(clicks, ts, INTERVAL '1 minute') GROUP BY window_start \
+         HAVING window_start + INTERVAL '1 minute' <= to_timestamp_millis({closed}))"
+    );
+    let as_text = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<Vec<Option<String>>> {
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let expected_stats = as_text(client.simple_query(&stats(&batch)).await.unwrap());
+    assert_eq!(expected_stats.len(), expected.len());
+    eventually(Duration::from_secs(30), "the statistics view", || async {
+        as_text(client.simple_query(&stats("stats_1m")).await.unwrap()) == expected_stats
+    })
+    .await;
+    // A view over a view reads its checkpointed rows.
+    let busy: BTreeMap<i64, i64> = expected
+        .iter()
+        .filter(|(_, (n, _))| *n >= 36)
+        .map(|(start, (n, _))| (*start, *n))
+        .collect();
+    assert!(!busy.is_empty());
+    eventually(Duration::from_secs(30), "the view over a view", || async {
+        query_map::<i64, i64>(
+            &client,
+            "SELECT CAST(date_part('epoch', window_start) * 1000 AS BIGINT), n FROM busy_minutes",
+        )
+        .await
+            == busy
+    })
+    .await;
+
     // The non-windowed aggregate counts every event; the join keeps buys of known items.
     let mut per_action: BTreeMap<String, i64> = BTreeMap::new();
     for e in &first {
@@ -417,7 +473,15 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
         .iter()
         .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
         .count();
-    assert_eq!(listed, 4);
+    assert_eq!(listed, 6);
+    let err = client
+        .batch_execute("DROP MATERIALIZED VIEW clicks_1m")
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error().unwrap().message().contains("busy_minutes"),
+        "{err:?}"
+    );
     let err = client.batch_execute("DROP SOURCE clicks").await.unwrap_err();
     assert!(
         err.as_db_error().unwrap().message().contains("clicks_1m"),
