@@ -176,7 +176,9 @@ impl Config {
             init_sql: args.init_sql.clone().or(file.init_sql),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(256),
             streams: stream_defaults(
-                args.checkpoint_interval.clone().or(file.checkpoint_interval),
+                args.checkpoint_interval
+                    .clone()
+                    .or(file.checkpoint_interval),
                 args.idle_timeout.clone().or(file.idle_timeout),
             )?,
             auth: file.auth,

@@ -139,7 +139,10 @@ pub fn parse_copy_to_stdout(sql: &str) -> Result<Option<(String, CopyFormat)>, E
 }
 
 fn send_error(err: PgWireError) -> EngineError {
-    EngineError::new(ErrorKind::Io, format!("could not send to the client: {err}"))
+    EngineError::new(
+        ErrorKind::Io,
+        format!("could not send to the client: {err}"),
+    )
 }
 
 /// Sends every row of `batches` as DataRows, flushing after each batch, after a

@@ -55,7 +55,12 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     // Logged last: test harnesses take this line to mean every listener is up.
     tracing::info!("http listening on {http_addr}");
     if let Some(live) = &live {
-        crate::demo::print_banner(pg_addr, http_addr, live.bootstrap_servers(), &live.archive());
+        crate::demo::print_banner(
+            pg_addr,
+            http_addr,
+            live.bootstrap_servers(),
+            &live.archive(),
+        );
     }
 
     let mut tasks = JoinSet::new();

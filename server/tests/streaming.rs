@@ -200,13 +200,15 @@ fn create_source(brokers: &str) -> String {
     )
 }
 
-const TUMBLE_VIEW: &str = "CREATE MATERIALIZED VIEW clicks_1m WITH (checkpoint_interval = '300ms') AS
+const TUMBLE_VIEW: &str =
+    "CREATE MATERIALIZED VIEW clicks_1m WITH (checkpoint_interval = '300ms') AS
     SELECT window_start, window_end, count(*) AS n, sum(item_id) AS items
     FROM TUMBLE(clicks, ts, INTERVAL '1 minute')
     WHERE action <> 'flush'
     GROUP BY window_start, window_end";
 
-const ACTIONS_VIEW: &str = "CREATE MATERIALIZED VIEW per_action WITH (checkpoint_interval = '300ms') AS
+const ACTIONS_VIEW: &str =
+    "CREATE MATERIALIZED VIEW per_action WITH (checkpoint_interval = '300ms') AS
     SELECT action, count(*) AS n FROM clicks GROUP BY action";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +222,10 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
     let work = tempfile::tempdir().unwrap();
     let server = TestServer::start(work.path(), &Options::default());
     let client = server.client().await;
-    client.batch_execute(&create_source(&brokers)).await.unwrap();
+    client
+        .batch_execute(&create_source(&brokers))
+        .await
+        .unwrap();
     // A bounded dimension table in Parquet, written by Freshet itself.
     client
         .batch_execute(
@@ -433,9 +438,11 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
     assert!(live.is_ok(), "a new window reaches the Flight subscriber");
     drop(rows);
     drop(flight_rows);
-    eventually(Duration::from_secs(20), "the view with the new windows", || async {
-        tumble_view(&client, "clicks_1m").await == expected
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the view with the new windows",
+        || async { tumble_view(&client, "clicks_1m").await == expected },
+    )
     .await;
 
     // Late events: counted per view and dropped by windowed views, counted by the others.
@@ -455,14 +462,18 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
     })
     .await;
     assert_eq!(tumble_view(&client, "clicks_1m").await, expected);
-    eventually(Duration::from_secs(20), "the per-action view updated", || async {
-        let n: i64 = client
-            .query_one("SELECT sum(n) FROM per_action", &[])
-            .await
-            .unwrap()
-            .get(0);
-        n == (all.len() + late.len()) as i64
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the per-action view updated",
+        || async {
+            let n: i64 = client
+                .query_one("SELECT sum(n) FROM per_action", &[])
+                .await
+                .unwrap()
+                .get(0);
+            n == (all.len() + late.len()) as i64
+        },
+    )
     .await;
 
     // Views are listed, a source read by views cannot be dropped, views can.
@@ -479,10 +490,16 @@ async fn materialized_views_match_independent_counts_and_subscribers_see_rows_li
         .await
         .unwrap_err();
     assert!(
-        err.as_db_error().unwrap().message().contains("busy_minutes"),
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("busy_minutes"),
         "{err:?}"
     );
-    let err = client.batch_execute("DROP SOURCE clicks").await.unwrap_err();
+    let err = client
+        .batch_execute("DROP SOURCE clicks")
+        .await
+        .unwrap_err();
     assert!(
         err.as_db_error().unwrap().message().contains("clicks_1m"),
         "{err:?}"
@@ -594,7 +611,10 @@ async fn views_survive_sigkill_with_exactly_the_uninterrupted_result() {
     let mut server = TestServer::start(work.path(), &Options::default());
     {
         let client = server.client().await;
-        client.batch_execute(&create_source(&brokers)).await.unwrap();
+        client
+            .batch_execute(&create_source(&brokers))
+            .await
+            .unwrap();
         client.batch_execute(TUMBLE_VIEW).await.unwrap();
         client.batch_execute(ACTIONS_VIEW).await.unwrap();
     }
@@ -658,7 +678,9 @@ fn consume_all(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<
     // After `want` arrive, keep reading a little to catch duplicates.
     let mut settle: Option<Instant> = None;
     while start.elapsed() < limit {
-        if out.len() >= want && settle.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) {
+        if out.len() >= want
+            && settle.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2)
+        {
             break;
         }
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
@@ -673,7 +695,11 @@ fn consume_all(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<
 /// `2026-11-01THH:MM` of a window start in the test's day.
 fn minute_text(ms: i64) -> String {
     let secs = ms / 1000;
-    format!("2026-11-01T{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60)
+    format!(
+        "2026-11-01T{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,7 +715,10 @@ async fn sinks_receive_exactly_the_rows() {
     let work = tempfile::tempdir().unwrap();
     let server = TestServer::start(work.path(), &Options::default());
     let client = server.client().await;
-    client.batch_execute(&create_source(&brokers)).await.unwrap();
+    client
+        .batch_execute(&create_source(&brokers))
+        .await
+        .unwrap();
     client.batch_execute(TUMBLE_VIEW).await.unwrap();
     client
         .batch_execute(&format!(
@@ -704,7 +733,10 @@ async fn sinks_receive_exactly_the_rows() {
         .await
         .unwrap_err();
     assert!(
-        err.as_db_error().unwrap().message().contains("rollover_intervl"),
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("rollover_intervl"),
         "{err:?}"
     );
     let listed = client.simple_query("SHOW SINKS").await.unwrap();
@@ -724,7 +756,10 @@ async fn sinks_receive_exactly_the_rows() {
     for message in &messages {
         let value: serde_json::Value = serde_json::from_str(message).unwrap();
         let start = value["window_start"].as_str().unwrap()[..16].to_string();
-        let row = (value["n"].as_i64().unwrap(), value["items"].as_i64().unwrap());
+        let row = (
+            value["n"].as_i64().unwrap(),
+            value["items"].as_i64().unwrap(),
+        );
         assert!(received.insert(start, row).is_none(), "duplicate {message}");
     }
     let expected_text: BTreeMap<String, (i64, i64)> = expected
@@ -734,7 +769,12 @@ async fn sinks_receive_exactly_the_rows() {
     assert_eq!(received, expected_text);
     // The transactional sink delivers the same rows (what a read_committed reader sees after
     // a crash is a broker property the mock cluster does not implement; see docs/sinks.md).
-    let transactional = consume_all(&brokers, "minutes_tx", expected.len(), Duration::from_secs(60));
+    let transactional = consume_all(
+        &brokers,
+        "minutes_tx",
+        expected.len(),
+        Duration::from_secs(60),
+    );
     let mut sorted_tx = transactional.clone();
     sorted_tx.sort();
     let mut sorted = messages.clone();
@@ -787,7 +827,10 @@ async fn sinks_receive_exactly_the_rows() {
         }
     })
     .await;
-    client.batch_execute("DROP SINK archive; DROP SINK IF EXISTS archive").await.unwrap();
+    client
+        .batch_execute("DROP SINK archive; DROP SINK IF EXISTS archive")
+        .await
+        .unwrap();
     let err = client.batch_execute("DROP SINK archive").await.unwrap_err();
     assert!(err.as_db_error().unwrap().message().contains("archive"));
 }

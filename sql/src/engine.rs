@@ -95,10 +95,7 @@ impl Output {
         }
     }
 
-    pub(crate) fn rows(
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-    ) -> Result<Self, EngineError> {
+    pub(crate) fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self, EngineError> {
         let stream = MemoryStream::try_new(batches, schema, None)?;
         Ok(Output::Rows(Box::pin(stream)))
     }
@@ -350,7 +347,11 @@ impl Engine {
         }
         if let Some(statement) = crate::streaming::statements::parse_stream_statement(sql)? {
             let schema = self.stream_statement_schema(session, &statement).await?;
-            return Ok((PreparedKind::Stream(Box::new(statement)), schema, Vec::new()));
+            return Ok((
+                PreparedKind::Stream(Box::new(statement)),
+                schema,
+                Vec::new(),
+            ));
         }
         if let Some(own) = parser::parse_own(sql)? {
             let schema = self.own_schema(session, &own)?;
@@ -424,7 +425,8 @@ impl Engine {
             PreparedKind::Empty => Ok(Output::command("")),
             PreparedKind::Own(own) => self.execute_own(session, own, prepared.sql()).await,
             PreparedKind::Stream(statement) => {
-                self.execute_stream(session, statement, prepared.sql()).await
+                self.execute_stream(session, statement, prepared.sql())
+                    .await
             }
             PreparedKind::CreateExternalTable(cet) => {
                 let mut catalog = self.inner.catalog.lock().await;

@@ -20,12 +20,12 @@ mod windows;
 
 pub use datafusion;
 pub use engine::{Engine, EngineConfig, Output, Prepared};
-pub use streaming::StreamDefaults;
 pub use error::{EngineError, ErrorKind};
 pub use freshet_connectors as connectors;
 pub use functions::version_string;
 pub use parser::{split_statements, TransactionKind};
 pub use session::{startup_parameters, Session, PG_SERVER_VERSION};
+pub use streaming::StreamDefaults;
 pub use windows::{
     find_windows, window_column, WindowColumn, WindowKind, WindowRole, WindowSpec, WindowTable,
     WINDOW_END, WINDOW_START,

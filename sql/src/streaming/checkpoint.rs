@@ -89,7 +89,9 @@ pub fn write_batches(
     let file = File::create(path).map_err(|e| io_error("create", path, e))?;
     let mut writer = FileWriter::try_new(file, schema).map_err(|e| io_error("write", path, e))?;
     for batch in batches {
-        writer.write(batch).map_err(|e| io_error("write", path, e))?;
+        writer
+            .write(batch)
+            .map_err(|e| io_error("write", path, e))?;
     }
     writer.finish().map_err(|e| io_error("write", path, e))?;
     writer

@@ -76,9 +76,14 @@ pub enum JobOutput {
 #[derive(Debug, Clone)]
 enum InputWatermark {
     /// Max event time of this column per partition, minus a delay.
-    Column { name: String, delay_ns: i64 },
+    Column {
+        name: String,
+        delay_ns: i64,
+    },
     /// The upstream view's own watermark, minus an offset.
-    Upstream { offset_ns: i64 },
+    Upstream {
+        offset_ns: i64,
+    },
     None,
 }
 
@@ -241,7 +246,12 @@ impl Job {
             let progressed = match round {
                 Ok(progressed) => {
                     backoff = Duration::from_millis(100);
-                    if self.status.lock().map(|s| s.state != "running").unwrap_or(false) {
+                    if self
+                        .status
+                        .lock()
+                        .map(|s| s.state != "running")
+                        .unwrap_or(false)
+                    {
                         self.set_status(|s| s.state = "running".to_string());
                     }
                     progressed
@@ -364,7 +374,9 @@ impl Job {
             .max(1) as i64;
         let budget = (ROUND_EVENTS / busy).max(1024);
         for split in &splits {
-            self.partition_last_data.entry(split.partition).or_insert(now);
+            self.partition_last_data
+                .entry(split.partition)
+                .or_insert(now);
             let position = *self.positions.entry(split.partition).or_insert(split.start);
             lag.insert(split.partition, (split.end - position).max(0));
             if split.end > position {
@@ -382,10 +394,8 @@ impl Job {
             let source = source.clone();
             let split = *split;
             async move {
-                let batches: Vec<RecordBatch> = source
-                    .read(split, None, BATCH_ROWS)
-                    .try_collect()
-                    .await?;
+                let batches: Vec<RecordBatch> =
+                    source.read(split, None, BATCH_ROWS).try_collect().await?;
                 Ok::<_, freshet_connectors::source::ConnectorError>((split, batches))
             }
         }))
@@ -401,8 +411,12 @@ impl Job {
         }
         for split in done {
             self.positions.insert(split.partition, split.end);
-            if out.iter().any(|(p, b)| *p == split.partition && b.num_rows() > 0) {
-                self.partition_last_data.insert(split.partition, Instant::now());
+            if out
+                .iter()
+                .any(|(p, b)| *p == split.partition && b.num_rows() > 0)
+            {
+                self.partition_last_data
+                    .insert(split.partition, Instant::now());
             }
         }
         Ok(out)

@@ -47,9 +47,7 @@ impl Engine {
             StreamStatement::ShowJobs => self.show_jobs(),
             StreamStatement::Subscribe(target) => self.subscribe(session, target).await,
             StreamStatement::CreateSink(create) => self.create_sink(session, create, sql).await,
-            StreamStatement::DropSink { name, if_exists } => {
-                self.drop_sink(name, *if_exists).await
-            }
+            StreamStatement::DropSink { name, if_exists } => self.drop_sink(name, *if_exists).await,
             StreamStatement::ShowSinks => self.show_sinks(),
         }
     }
@@ -223,7 +221,9 @@ impl Engine {
                 "catalog entry is not CREATE MATERIALIZED VIEW",
             ));
         };
-        self.start_view(session, &entry.name, &create).await.map(|_| ())
+        self.start_view(session, &entry.name, &create)
+            .await
+            .map(|_| ())
     }
 
     async fn drop_materialized_view(
@@ -273,16 +273,22 @@ impl Engine {
             .collect();
         let schema = show_views_schema();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.name.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.name.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.mode))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.input.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.input.as_str()),
+            )),
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.rows.unwrap_or(0) as i64),
             )),
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.status.state.as_str()),
             )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.query.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.query.as_str()),
+            )),
         ];
         Output::rows(schema.clone(), vec![RecordBatch::try_new(schema, columns)?])
     }
@@ -302,22 +308,32 @@ impl Engine {
                 .join(", ")
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.name.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind.label()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.name.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.kind.label()),
+            )),
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.status.state.as_str()),
             )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.input.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.input.as_str()),
+            )),
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.status.events_in as i64),
             )),
             Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| (r.status.events_per_second * 10.0).round() / 10.0),
+                rows.iter()
+                    .map(|r| (r.status.events_per_second * 10.0).round() / 10.0),
             )),
             Arc::new(TimestampMillisecondArray::from_iter(
-                rows.iter().map(|r| r.status.watermark_ns.map(|w| w / 1_000_000)),
+                rows.iter()
+                    .map(|r| r.status.watermark_ns.map(|w| w / 1_000_000)),
             )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| lag(&r.status)))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| lag(&r.status)),
+            )),
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.status.late_rows as i64),
             )),
@@ -356,7 +372,13 @@ impl Engine {
             idle_timeout: self.streams().defaults.idle_timeout,
             dir: None,
         };
-        let job = Job::new("subscription", plan, JobOutput::View(store.clone()), settings, status.clone())?;
+        let job = Job::new(
+            "subscription",
+            plan,
+            JobOutput::View(store.clone()),
+            settings,
+            status.clone(),
+        )?;
         let name = self.streams().subscription_name();
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(job.run(stop_rx));
@@ -434,7 +456,11 @@ impl Engine {
         validate: bool,
     ) -> Result<(), EngineError> {
         let from = table_key(&TableReference::from(create.from.as_str()));
-        let upstream = self.streams().jobs().get(&from).map(|e| (e.kind, e.store.clone()));
+        let upstream = self
+            .streams()
+            .jobs()
+            .get(&from)
+            .map(|e| (e.kind, e.store.clone()));
         match upstream {
             Some((JobKind::MaterializedView, Some(store))) if store.is_updating() => {
                 return Err(EngineError::unsupported(format!(
@@ -530,9 +556,7 @@ impl Engine {
     async fn drop_sink(&self, name: &str, if_exists: bool) -> Result<Output, EngineError> {
         let mut catalog = self.catalog().lock().await;
         let key = table_key(&TableReference::from(name));
-        let is_sink = catalog
-            .get(&key)
-            .is_some_and(|e| e.kind == EntryKind::Sink);
+        let is_sink = catalog.get(&key).is_some_and(|e| e.kind == EntryKind::Sink);
         if !is_sink {
             if if_exists {
                 return Ok(Output::command("DROP SINK"));
@@ -557,9 +581,15 @@ impl Engine {
             .collect();
         let schema = show_sinks_schema();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.name.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.input.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.query.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.name.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.input.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.query.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.status.state.as_str()),
             )),

@@ -40,10 +40,7 @@ pub enum StreamInput {
     /// A source: Kafka topic or generator.
     Source(SourceHandle),
     /// The rows another materialized view emitted (its checkpointed prefix).
-    View {
-        name: String,
-        store: Arc<ViewStore>,
-    },
+    View { name: String, store: Arc<ViewStore> },
 }
 
 impl StreamInput {
@@ -413,8 +410,8 @@ fn check_stateless(plan: &Arc<dyn ExecutionPlan>, place: &str) -> Result<(), Eng
 fn check_no_limit(plan: &Arc<dyn ExecutionPlan>) -> Result<(), EngineError> {
     let mut limited = false;
     plan.apply(|node| {
-        limited |= matches!(node.name(), "GlobalLimitExec" | "LocalLimitExec")
-            || node.fetch().is_some();
+        limited |=
+            matches!(node.name(), "GlobalLimitExec" | "LocalLimitExec") || node.fetch().is_some();
         Ok(TreeNodeRecursion::Continue)
     })?;
     if limited {

@@ -292,7 +292,9 @@ pub fn parse_stream_statement(sql: &str) -> Result<Option<StreamStatement>, Engi
         c.expect_keyword("AS", "before the view's query")?;
         let query = c.rest_text();
         if query.is_empty() {
-            return Err(EngineError::syntax("CREATE MATERIALIZED VIEW needs a query after AS"));
+            return Err(EngineError::syntax(
+                "CREATE MATERIALIZED VIEW needs a query after AS",
+            ));
         }
         return Ok(Some(StreamStatement::CreateMaterializedView(
             CreateMaterializedView {
@@ -307,7 +309,10 @@ pub fn parse_stream_statement(sql: &str) -> Result<Option<StreamStatement>, Engi
         let if_exists = c.keywords(&["IF", "EXISTS"]);
         let name = c.name("a view name")?;
         c.expect_end("DROP MATERIALIZED VIEW")?;
-        return Ok(Some(StreamStatement::DropMaterializedView { name, if_exists }));
+        return Ok(Some(StreamStatement::DropMaterializedView {
+            name,
+            if_exists,
+        }));
     }
     if c.keywords(&["SHOW", "MATERIALIZED", "VIEWS"]) {
         c.expect_end("SHOW MATERIALIZED VIEWS")?;
@@ -335,14 +340,19 @@ pub fn parse_stream_statement(sql: &str) -> Result<Option<StreamStatement>, Engi
         }
         let name = c.name("a view, source or (query) to subscribe to")?;
         c.expect_end("SUBSCRIBE")?;
-        return Ok(Some(StreamStatement::Subscribe(SubscribeTarget::Name(name))));
+        return Ok(Some(StreamStatement::Subscribe(SubscribeTarget::Name(
+            name,
+        ))));
     }
     if c.keywords(&["CREATE", "SINK"]) {
         let if_not_exists = c.keywords(&["IF", "NOT", "EXISTS"]);
         let name = c.name("a sink name")?;
         c.expect_keyword("FROM", "after the sink's name")?;
         let from = c.name("the view or source the sink reads")?;
-        c.expect_keyword("WITH", "and the sink's options, e.g. WITH (connector = 'kafka', …)")?;
+        c.expect_keyword(
+            "WITH",
+            "and the sink's options, e.g. WITH (connector = 'kafka', …)",
+        )?;
         let options = c.options()?;
         c.expect_end("CREATE SINK")?;
         return Ok(Some(StreamStatement::CreateSink(CreateSink {
@@ -425,7 +435,8 @@ mod tests {
 
     #[test]
     fn sinks_and_errors() {
-        let sql = "CREATE SINK out FROM v WITH (connector = 'kafka', topic = 'o', kafka.acks = all)";
+        let sql =
+            "CREATE SINK out FROM v WITH (connector = 'kafka', topic = 'o', kafka.acks = all)";
         let Some(StreamStatement::CreateSink(sink)) = parse_stream_statement(sql).unwrap() else {
             panic!("not parsed");
         };
@@ -435,10 +446,12 @@ mod tests {
             .unwrap_err()
             .message()
             .contains("WITH"));
-        assert!(parse_stream_statement("CREATE MATERIALIZED VIEW v SELECT 1")
-            .unwrap_err()
-            .message()
-            .contains("AS"));
+        assert!(
+            parse_stream_statement("CREATE MATERIALIZED VIEW v SELECT 1")
+                .unwrap_err()
+                .message()
+                .contains("AS")
+        );
         assert_eq!(parse_stream_statement("SELECT 1").unwrap(), None);
     }
 

@@ -151,33 +151,34 @@ impl ViewStore {
         let schema = self.schema.clone();
         let receiver = self.version.subscribe();
         let state = (self.clone(), receiver, 0usize, true);
-        let stream = futures::stream::unfold(state, |(store, mut receiver, cursor, first)| async move {
-            let mut first = first;
-            loop {
-                if !first && receiver.changed().await.is_err() {
-                    return None;
-                }
-                first = false;
-                receiver.borrow_and_update();
-                let (batches, next) = {
-                    let data = store.data();
-                    if store.updating {
-                        (data.batches.clone(), 0)
-                    } else {
-                        let from = cursor.min(data.batches.len());
-                        (data.batches[from..].to_vec(), data.batches.len())
+        let stream =
+            futures::stream::unfold(state, |(store, mut receiver, cursor, first)| async move {
+                let mut first = first;
+                loop {
+                    if !first && receiver.changed().await.is_err() {
+                        return None;
                     }
-                };
-                let batches: Vec<RecordBatch> =
-                    batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-                if batches.is_empty() {
-                    continue;
+                    first = false;
+                    receiver.borrow_and_update();
+                    let (batches, next) = {
+                        let data = store.data();
+                        if store.updating {
+                            (data.batches.clone(), 0)
+                        } else {
+                            let from = cursor.min(data.batches.len());
+                            (data.batches[from..].to_vec(), data.batches.len())
+                        }
+                    };
+                    let batches: Vec<RecordBatch> =
+                        batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+                    if batches.is_empty() {
+                        continue;
+                    }
+                    let batch = datafusion::arrow::compute::concat_batches(&store.schema, &batches)
+                        .map_err(Into::into);
+                    return Some((batch, (store, receiver, next, false)));
                 }
-                let batch = datafusion::arrow::compute::concat_batches(&store.schema, &batches)
-                    .map_err(Into::into);
-                return Some((batch, (store, receiver, next, false)));
-            }
-        });
+            });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
