@@ -251,8 +251,7 @@ async fn scram_authentication_accepts_the_right_password_only() {
         let err = server
             .connect_as(user, Some(password))
             .await
-            .err()
-            .expect("must be refused");
+            .expect_err("must be refused");
         assert_eq!(
             err.code(),
             Some(&SqlState::INVALID_PASSWORD),

@@ -190,7 +190,9 @@ fn value_text(value: &Value) -> String {
 
 /// Splits statement options into object-store options (`aws.*`, `hdfs.*`), as text, and the
 /// rest, which stay statement options for DataFusion's format settings.
-fn split_options(options: &[(String, Value)]) -> (Vec<(String, String)>, Vec<(String, Value)>) {
+type StoreAndFormatOptions = (Vec<(String, String)>, Vec<(String, Value)>);
+
+fn split_options(options: &[(String, Value)]) -> StoreAndFormatOptions {
     let text = options
         .iter()
         .map(|(k, v)| (k.clone(), value_text(v)))

@@ -302,7 +302,7 @@ impl TableProvider for SourceTable {
             Some(p) => Arc::new(self.schema().project(p)?),
             None => self.schema(),
         };
-        let batch_rows = usize::from(state.config_options().execution.batch_size.clone());
+        let batch_rows = usize::from(state.config_options().execution.batch_size);
         Ok(Arc::new(SourceScanExec::new(
             self.handle.clone(),
             splits,

@@ -207,20 +207,20 @@ impl Generator<'_> {
 
     fn person_id(&self, stream: u64, event: u64, hot_ratio: i64) -> i64 {
         let last = last_person(event);
-        if self.r(stream, event) % 4 > 0 {
+        if !self.r(stream, event).is_multiple_of(4) {
             FIRST_PERSON_ID + (last / hot_ratio) * hot_ratio
         } else {
-            let window = last.min(ACTIVE_PEOPLE).max(1);
+            let window = last.clamp(1, ACTIVE_PEOPLE);
             FIRST_PERSON_ID + (last - (self.r(stream + 1, event) % window as u64) as i64).max(0)
         }
     }
 
     fn auction_id(&self, event: u64) -> i64 {
         let last = last_auction(event);
-        if self.r(10, event) % 2 > 0 {
+        if !self.r(10, event).is_multiple_of(2) {
             FIRST_AUCTION_ID + (last / HOT_AUCTION_RATIO) * HOT_AUCTION_RATIO
         } else {
-            let window = last.min(IN_FLIGHT_AUCTIONS).max(1);
+            let window = last.clamp(1, IN_FLIGHT_AUCTIONS);
             FIRST_AUCTION_ID + (last - (self.r(11, event) % window as u64) as i64).max(0)
         }
     }

@@ -130,7 +130,7 @@ fn click(clicks: &Clickstream, index: u64) -> String {
         1 | 2 => "cart",
         _ => "view",
     };
-    let ts = if index % 2 == 0 {
+    let ts = if index.is_multiple_of(2) {
         match arrow::temporal_conversions::timestamp_ms_to_datetime(now_ms) {
             Some(time) => format!("\"{}\"", time.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
             None => now_ms.to_string(),

@@ -133,10 +133,10 @@ fn consume(
                     break;
                 }
                 pending.push(&message);
-                if pending.len() >= request.batch_rows {
-                    if !emit(request, std::mem::take(&mut pending), sender)? {
-                        return Ok(());
-                    }
+                if pending.len() >= request.batch_rows
+                    && !emit(request, std::mem::take(&mut pending), sender)?
+                {
+                    return Ok(());
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,

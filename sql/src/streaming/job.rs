@@ -826,7 +826,7 @@ fn input_watermark(plan: &ContinuousPlan) -> Result<InputWatermark, EngineError>
             let upstream = schema
                 .field_with_name(window.spec.time_column())
                 .ok()
-                .and_then(|f| crate::windows::window_column(f));
+                .and_then(crate::windows::window_column);
             match upstream {
                 Some(column) => Ok(InputWatermark::Upstream {
                     offset_ns: match column.role {
