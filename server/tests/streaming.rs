@@ -834,3 +834,44 @@ async fn sinks_receive_exactly_the_rows() {
     let err = client.batch_execute("DROP SINK archive").await.unwrap_err();
     assert!(err.as_db_error().unwrap().message().contains("archive"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_stops_holding_the_watermark_after_idle_timeout() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("clicks", 3, 1).unwrap();
+    // Partition 2 never receives anything.
+    let busy: Vec<Event> = events(0, 600)
+        .into_iter()
+        .filter(|e| e.partition != 2)
+        .collect();
+    produce(&brokers, "clicks", &busy);
+    let work = tempfile::tempdir().unwrap();
+    let server = TestServer::start(work.path(), &Options::default());
+    let client = server.client().await;
+    client
+        .batch_execute(&create_source(&brokers))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW held AS
+               SELECT window_start, window_end, count(*) AS n, sum(item_id) AS items
+               FROM TUMBLE(clicks, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;
+             CREATE MATERIALIZED VIEW released WITH (idle_timeout = '1s') AS
+               SELECT window_start, window_end, count(*) AS n, sum(item_id) AS items
+               FROM TUMBLE(clicks, ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
+        )
+        .await
+        .unwrap();
+    let expected = tumble_expected(&busy, watermark(&busy, 45_000));
+    assert!(expected.len() > 5);
+    eventually(
+        Duration::from_secs(30),
+        "windows once partition 2 is idle",
+        || async { tumble_view(&client, "released").await == expected },
+    )
+    .await;
+    // With the default idle timeout (30 s) the empty partition still holds the watermark.
+    assert!(tumble_view(&client, "held").await.is_empty());
+}

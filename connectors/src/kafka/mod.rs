@@ -13,7 +13,7 @@ pub mod embedded;
 mod reader;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
@@ -225,6 +225,7 @@ impl SourceConnector for KafkaConnector {
             format,
             start_offsets,
             counters: Arc::new(SourceCounters::default()),
+            pool: ConsumerPool::default(),
         }))
     }
 }
@@ -292,9 +293,76 @@ pub struct KafkaSource {
     format: Format,
     start_offsets: BTreeMap<i32, i64>,
     counters: Arc<SourceCounters>,
+    pool: ConsumerPool,
+}
+
+/// Consumers kept between reads: a continuous query reads every partition many times a
+/// second, and creating a librdkafka consumer (threads, connections) each time costs more
+/// than the reading.
+#[derive(Clone, Default)]
+pub(crate) struct ConsumerPool(Arc<Mutex<Vec<BaseConsumer>>>);
+
+/// Consumers kept idle at most.
+const POOL_SIZE: usize = 16;
+
+impl std::fmt::Debug for ConsumerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsumerPool")
+    }
+}
+
+impl ConsumerPool {
+    /// An idle consumer, or a new one.
+    pub(crate) fn take(&self, settings: &Settings) -> Result<BaseConsumer, ConnectorError> {
+        let pooled = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(consumer) => Ok(consumer),
+            None => settings.consumer(),
+        }
+    }
+
+    /// Returns a consumer that finished its work without error.
+    pub(crate) fn give(&self, consumer: BaseConsumer) {
+        let _ = consumer.unassign();
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(consumer);
+        }
+    }
 }
 
 impl KafkaSource {
+    /// Every partition with its start offset and high-water mark; `keep_empty` keeps
+    /// partitions with nothing to read (a continuous query tracks them for its watermark).
+    async fn splits(&self, keep_empty: bool) -> Result<Vec<Split>, ConnectorError> {
+        let settings = self.settings.clone();
+        let starts = self.start_offsets.clone();
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer = pool.take(&settings)?;
+            let mut splits = Vec::new();
+            for partition in settings.partitions(&consumer)? {
+                let (low, high) = settings.watermarks(&consumer, partition)?;
+                // A partition added after the source was created starts at its beginning.
+                let start = starts.get(&partition).copied().unwrap_or(low).max(low);
+                if start < high || keep_empty {
+                    splits.push(Split {
+                        partition,
+                        start,
+                        end: high.max(start),
+                    });
+                }
+            }
+            pool.give(consumer);
+            Ok(splits)
+        })
+        .await
+        .map_err(|e| ConnectorError::Kafka {
+            topic: self.settings.topic.clone(),
+            message: format!("snapshot task failed: {e}"),
+        })?
+    }
+
     /// A decoder for the projected payload columns only, so unread columns cost nothing. With
     /// no payload column projected (`count(*)`, metadata only) every column is decoded, so a
     /// malformed message is skipped whatever the query reads.
@@ -337,30 +405,11 @@ impl Source for KafkaSource {
     }
 
     async fn snapshot(&self) -> Result<Vec<Split>, ConnectorError> {
-        let settings = self.settings.clone();
-        let starts = self.start_offsets.clone();
-        tokio::task::spawn_blocking(move || {
-            let consumer = settings.consumer()?;
-            let mut splits = Vec::new();
-            for partition in settings.partitions(&consumer)? {
-                let (low, high) = settings.watermarks(&consumer, partition)?;
-                // A partition added after the source was created starts at its beginning.
-                let start = starts.get(&partition).copied().unwrap_or(low).max(low);
-                if start < high {
-                    splits.push(Split {
-                        partition,
-                        start,
-                        end: high,
-                    });
-                }
-            }
-            Ok(splits)
-        })
-        .await
-        .map_err(|e| ConnectorError::Kafka {
-            topic: self.settings.topic.clone(),
-            message: format!("snapshot task failed: {e}"),
-        })?
+        self.splits(false).await
+    }
+
+    async fn positions(&self) -> Result<Vec<Split>, ConnectorError> {
+        self.splits(true).await
     }
 
     fn read(
@@ -374,6 +423,7 @@ impl Source for KafkaSource {
             schema: self.schema.clone(),
             decoder: self.decoder_for(projection.as_deref()),
             counters: self.counters.clone(),
+            pool: self.pool.clone(),
             split,
             projection,
             batch_rows,

@@ -34,6 +34,7 @@ pub(crate) struct ReadRequest {
     pub schema: SchemaRef,
     pub decoder: PayloadDecoder,
     pub counters: Arc<SourceCounters>,
+    pub pool: super::ConsumerPool,
     pub split: Split,
     pub projection: Option<Vec<usize>>,
     pub batch_rows: usize,
@@ -108,7 +109,7 @@ fn consume(
 ) -> Result<(), ConnectorError> {
     let settings = &request.settings;
     let split = request.split;
-    let consumer: BaseConsumer = settings.consumer()?;
+    let consumer: BaseConsumer = request.pool.take(settings)?;
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(
@@ -128,6 +129,10 @@ fn consume(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 last_progress = Instant::now();
+                if message.partition() != split.partition || message.offset() < next {
+                    // Left over from an earlier assignment of a pooled consumer.
+                    continue;
+                }
                 next = message.offset() + 1;
                 if message.offset() >= split.end {
                     break;
@@ -139,7 +144,16 @@ fn consume(
                     return Ok(());
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // The end of the partition: done once the consumer's position reached the
+                // split's end (transaction markers can take the last offsets). An end event
+                // left over from an earlier use of a pooled consumer is not.
+                if partition == split.partition
+                    && fetch_position(&consumer, settings, split)? >= split.end
+                {
+                    break;
+                }
+            }
             Some(Err(err)) => return Err(kafka_error(settings, err)),
             None => {
                 if last_progress.elapsed() > STALL_LIMIT {
@@ -157,10 +171,27 @@ fn consume(
             }
         }
     }
-    if pending.len() > 0 {
-        emit(request, pending, sender)?;
+    if pending.len() > 0 && !emit(request, pending, sender)? {
+        return Ok(());
     }
+    request.pool.give(consumer);
     Ok(())
+}
+
+/// The consumer's next offset in the split's partition.
+fn fetch_position(
+    consumer: &BaseConsumer,
+    settings: &Settings,
+    split: Split,
+) -> Result<i64, ConnectorError> {
+    let positions = consumer.position().map_err(|e| kafka_error(settings, e))?;
+    Ok(positions
+        .find_partition(&settings.topic, split.partition)
+        .and_then(|p| match p.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .unwrap_or(-1))
 }
 
 fn kafka_error(settings: &Settings, err: KafkaError) -> ConnectorError {

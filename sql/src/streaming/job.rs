@@ -38,6 +38,10 @@ const BATCH_ROWS: usize = 8192;
 const COMPACT_SEGMENTS: usize = 32;
 /// Wait between rounds that found nothing new.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// A round that read fewer events than this waits [`LINGER`] before the next one, so a
+/// trickle of events is read in small batches rather than one by one.
+const LINGER_EVENTS: usize = 4096;
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Settings of one job.
 #[derive(Debug, Clone)]
@@ -243,8 +247,8 @@ impl Job {
                 break;
             }
             let round = self.round().await;
-            let progressed = match round {
-                Ok(progressed) => {
+            let events = match round {
+                Ok(events) => {
                     backoff = Duration::from_millis(100);
                     if self
                         .status
@@ -254,7 +258,7 @@ impl Job {
                     {
                         self.set_status(|s| s.state = "running".to_string());
                     }
-                    progressed
+                    events
                 }
                 Err(RoundError::Input(err)) => {
                     tracing::warn!(job = %self.name, error = %err, "reading the input failed; retrying");
@@ -317,7 +321,12 @@ impl Job {
                     }
                 }
             }
-            if !progressed && wait(&mut stop, IDLE_POLL).await {
+            let pause = match events {
+                0 => IDLE_POLL,
+                n if n < LINGER_EVENTS => LINGER,
+                _ => Duration::ZERO,
+            };
+            if !pause.is_zero() && wait(&mut stop, pause).await {
                 break;
             }
         }
@@ -329,8 +338,8 @@ impl Job {
         self.set_status(|s| s.state = "stopped".to_string());
     }
 
-    /// One round: read what is available, process it. True when events were read.
-    async fn round(&mut self) -> Result<bool, RoundError> {
+    /// One round: read what is available, process it. Returns the number of events read.
+    async fn round(&mut self) -> Result<usize, RoundError> {
         let batches = match self.plan.input.clone() {
             StreamInput::Source(handle) => self.read_source(&handle).await?,
             StreamInput::View { store, .. } => self.read_view(&store),
@@ -352,7 +361,7 @@ impl Job {
             s.late_rows = late;
             s.watermark_ns = watermark;
         });
-        Ok(events > 0)
+        Ok(events)
     }
 
     async fn read_source(
@@ -456,8 +465,11 @@ impl Job {
         Ok(())
     }
 
-    /// Watermark = min over partitions that are not idle of (max event time − delay); it never
-    /// goes back. When every partition is idle it stays where it is.
+    /// Watermark = min over partitions of (max event time − delay), never going back. A
+    /// partition silent for `idle_timeout` is left out: one that never had an event stops
+    /// holding the watermark back, one that had events stops holding back the others. When
+    /// every partition with events is silent, they all count again (nothing is being held
+    /// back by anyone; their minimum is the watermark as if they were active).
     fn advance_watermark(&mut self) {
         let delay = match &self.input_watermark {
             InputWatermark::Column { delay_ns, .. } => *delay_ns,
@@ -465,27 +477,39 @@ impl Job {
             InputWatermark::None => return,
         };
         let idle = self.settings.idle_timeout;
-        let mut candidate: Option<i64> = None;
         let mut partitions: Vec<i32> = self.partition_last_data.keys().copied().collect();
-        if partitions.is_empty() {
-            partitions = self.partition_max_ns.keys().copied().collect();
-        }
-        for partition in partitions {
-            let active = self
-                .partition_last_data
-                .get(&partition)
-                .is_none_or(|t| t.elapsed() < idle);
-            if !active {
-                continue;
+        for partition in self.partition_max_ns.keys() {
+            if !partitions.contains(partition) {
+                partitions.push(*partition);
             }
-            let Some(max) = self.partition_max_ns.get(&partition) else {
-                // An active partition that has not produced an event yet holds the watermark.
-                return;
-            };
-            let w = max.saturating_sub(delay);
-            candidate = Some(candidate.map_or(w, |c: i64| c.min(w)));
         }
-        if let Some(w) = candidate {
+        let is_active = |p: &i32| {
+            self.partition_last_data
+                .get(p)
+                .is_none_or(|t| t.elapsed() < idle)
+        };
+        if partitions
+            .iter()
+            .any(|p| is_active(p) && !self.partition_max_ns.contains_key(p))
+        {
+            // An active partition that has not produced an event yet holds the watermark.
+            return;
+        }
+        let with_events: Vec<(i32, i64)> = partitions
+            .iter()
+            .filter_map(|p| self.partition_max_ns.get(p).map(|m| (*p, *m)))
+            .collect();
+        let active: Vec<i64> = with_events
+            .iter()
+            .filter(|(p, _)| is_active(p))
+            .map(|(_, m)| *m)
+            .collect();
+        let counted: Vec<i64> = if active.is_empty() {
+            with_events.iter().map(|(_, m)| *m).collect()
+        } else {
+            active
+        };
+        if let Some(w) = counted.iter().min().map(|m| m.saturating_sub(delay)) {
             if self.watermark_ns.is_none_or(|old| w > old) {
                 self.watermark_ns = Some(w);
             }
