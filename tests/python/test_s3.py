@@ -88,3 +88,31 @@ def test_wrong_s3_option_names_the_option(server, s3):
             )
         assert "aws.secret_key" in str(error.value)
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_parquet_sink_archives_a_source_to_s3(server, s3):
+    endpoint, client = s3
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE SOURCE events (id BIGINT, ts TIMESTAMP) WITH (connector = 'datagen', events = 5000)")
+        conn.execute(
+            "CREATE SINK archive FROM events WITH (connector = 'parquet', path = 's3://lake/archive/', "
+            f"rollover_interval = '300ms', 'aws.endpoint' = '{endpoint}', 'aws.access_key_id' = 'testing', "
+            "'aws.secret_access_key' = 'testing', 'aws.region' = 'us-east-1')"
+        )
+        import time
+        deadline = time.time() + 30
+        rows = 0
+        while time.time() < deadline and rows < 5000:
+            keys = [o["Key"] for o in client.list_objects_v2(Bucket="lake", Prefix="archive/").get("Contents", [])]
+            parts = [k for k in keys if k.endswith(".parquet")]
+            rows = sum(pq.read_table(io.BytesIO(client.get_object(Bucket="lake", Key=k)["Body"].read())).num_rows
+                       for k in parts)
+            time.sleep(0.3)
+        assert rows == 5000
+        conn.execute(f"CREATE EXTERNAL TABLE archived STORED AS PARQUET LOCATION 's3://lake/archive/' "
+                     f"{OPTIONS.format(endpoint=endpoint)}")
+        # The same rows as the source (ids are random, so compare their sum too).
+        expected = conn.execute("SELECT count(*), sum(id) FROM events").fetchone()
+        assert conn.execute("SELECT count(*), sum(id) FROM archived").fetchone() == expected
+        state = conn.execute("SHOW SINKS").fetchall()[0]
+        assert state[0] == "public.archive" and state[3] == "running", state
