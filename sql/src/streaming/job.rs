@@ -18,6 +18,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch, kernels::aggregate::
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::aggregates::AggregateMode;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use freshet_connectors::sink::Sink;
 use freshet_connectors::source::Split;
@@ -536,16 +537,19 @@ impl Job {
         let ctx = self.plan.task_ctx.clone();
         match &self.plan.kind {
             PlanKind::Stateless { plan } => {
-                let out = collect(plan.clone(), ctx).await;
+                let out = run_again(plan, ctx).await;
                 self.plan.slot.set(Vec::new());
                 Ok(Computed::Append(out?))
             }
             PlanKind::Aggregate(aggregate) => {
-                let input = collect(aggregate.lower.clone(), ctx.clone()).await?;
+                let input = run_again(&aggregate.lower, ctx.clone()).await?;
                 self.plan.slot.set(Vec::new());
                 let input = match (&aggregate.window, self.watermark_ns) {
                     (Some(window), Some(watermark)) => {
                         let (kept, dropped) = drop_late(aggregate, window, watermark, input)?;
+                        if dropped > 0 {
+                            tracing::debug!(job = %self.name, watermark, dropped, "late rows dropped");
+                        }
                         self.late_rows += dropped;
                         kept
                     }
@@ -637,7 +641,7 @@ impl Job {
         )
         .await?;
         aggregate.upper_slot.set(finals);
-        let rows = collect(aggregate.upper.clone(), ctx).await;
+        let rows = run_again(&aggregate.upper, ctx).await;
         aggregate.upper_slot.set(Vec::new());
         Ok(rows?)
     }
@@ -772,6 +776,17 @@ async fn wait(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
         _ = tokio::time::sleep(pause) => *stop.borrow(),
         changed = stop.changed() => changed.is_err() || *stop.borrow(),
     }
+}
+
+/// Runs a plan that is executed once per micro-batch. Operators that keep what they computed
+/// in the plan itself (a hash join's build side, a cross join's left table) are reset first,
+/// or every execution would reuse the first micro-batch's.
+async fn run_again(
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: Arc<datafusion::execution::TaskContext>,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let plan = reset_plan_states(plan.clone())?;
+    Ok(collect(plan, ctx).await?)
 }
 
 async fn run(

@@ -231,6 +231,15 @@ pub async fn plan_continuous(
     let base = session.context().state();
     let mut config = base.config().clone();
     config = config.with_target_partitions(1);
+    // The plan is executed once per micro-batch (after `reset_plan_states`), which dynamic
+    // filters do not survive.
+    {
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.enable_dynamic_filter_pushdown = false;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+        optimizer.enable_topk_dynamic_filter_pushdown = false;
+        optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    }
     let state = SessionStateBuilder::new_from_existing(base)
         .with_config(config)
         .build();
