@@ -466,11 +466,8 @@ impl Job {
         Ok(())
     }
 
-    /// Watermark = min over partitions of (max event time − delay), never going back. A
-    /// partition silent for `idle_timeout` is left out: one that never had an event stops
-    /// holding the watermark back, one that had events stops holding back the others. When
-    /// every partition with events is silent, they all count again (nothing is being held
-    /// back by anyone; their minimum is the watermark as if they were active).
+    /// Advances the watermark from the partitions' largest event times (see
+    /// [`watermark_candidate`]); it never goes back.
     fn advance_watermark(&mut self) {
         let delay = match &self.input_watermark {
             InputWatermark::Column { delay_ns, .. } => *delay_ns,
@@ -484,33 +481,17 @@ impl Job {
                 partitions.push(*partition);
             }
         }
-        let is_active = |p: &i32| {
-            self.partition_last_data
-                .get(p)
-                .is_none_or(|t| t.elapsed() < idle)
-        };
-        if partitions
+        let states: Vec<PartitionTime> = partitions
             .iter()
-            .any(|p| is_active(p) && !self.partition_max_ns.contains_key(p))
-        {
-            // An active partition that has not produced an event yet holds the watermark.
-            return;
-        }
-        let with_events: Vec<(i32, i64)> = partitions
-            .iter()
-            .filter_map(|p| self.partition_max_ns.get(p).map(|m| (*p, *m)))
+            .map(|p| PartitionTime {
+                max_ns: self.partition_max_ns.get(p).copied(),
+                active: self
+                    .partition_last_data
+                    .get(p)
+                    .is_none_or(|t| t.elapsed() < idle),
+            })
             .collect();
-        let active: Vec<i64> = with_events
-            .iter()
-            .filter(|(p, _)| is_active(p))
-            .map(|(_, m)| *m)
-            .collect();
-        let counted: Vec<i64> = if active.is_empty() {
-            with_events.iter().map(|(_, m)| *m).collect()
-        } else {
-            active
-        };
-        if let Some(w) = counted.iter().min().map(|m| m.saturating_sub(delay)) {
+        if let Some(w) = watermark_candidate(&states, delay) {
             if self.watermark_ns.is_none_or(|old| w > old) {
                 self.watermark_ns = Some(w);
             }
@@ -751,6 +732,33 @@ impl Job {
     }
 }
 
+/// What the watermark knows of one partition.
+#[derive(Debug, Clone, Copy)]
+struct PartitionTime {
+    /// Largest event time seen, if any event was.
+    max_ns: Option<i64>,
+    /// False once the partition has been silent for `idle_timeout`.
+    active: bool,
+}
+
+/// The watermark the partitions allow: min over partitions of (max event time − delay).
+/// A silent partition is left out: one that never had an event stops holding the watermark
+/// back, one that had events stops holding back the others. When every partition with events
+/// is silent, they all count again (nothing is being held back by anyone; their minimum is the
+/// watermark as if they were active). An active partition without events yet holds it (None).
+fn watermark_candidate(partitions: &[PartitionTime], delay_ns: i64) -> Option<i64> {
+    if partitions.iter().any(|p| p.active && p.max_ns.is_none()) {
+        return None;
+    }
+    let active = partitions
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| p.max_ns)
+        .min();
+    let any = partitions.iter().filter_map(|p| p.max_ns).min();
+    active.or(any).map(|m| m.saturating_sub(delay_ns))
+}
+
 /// What a micro-batch produced.
 enum Computed {
     /// Rows to append (stateless queries).
@@ -882,5 +890,70 @@ fn input_watermark(plan: &ContinuousPlan) -> Result<InputWatermark, EngineError>
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(max_ns: Option<i64>, active: bool) -> PartitionTime {
+        PartitionTime { max_ns, active }
+    }
+
+    #[test]
+    fn the_watermark_is_the_slowest_partition_minus_the_delay() {
+        let parts = [p(Some(100), true), p(Some(70), true), p(Some(90), true)];
+        assert_eq!(watermark_candidate(&parts, 10), Some(60));
+    }
+
+    #[test]
+    fn an_active_partition_without_events_holds_it_until_idle() {
+        assert_eq!(
+            watermark_candidate(&[p(Some(100), true), p(None, true)], 0),
+            None
+        );
+        assert_eq!(
+            watermark_candidate(&[p(Some(100), true), p(None, false)], 0),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn idle_partitions_stop_holding_back_the_active_ones() {
+        let parts = [p(Some(100), true), p(Some(20), false)];
+        assert_eq!(watermark_candidate(&parts, 5), Some(95));
+        // Everyone silent: the minimum over partitions with events, as if active.
+        let parts = [p(Some(100), false), p(Some(20), false), p(None, false)];
+        assert_eq!(watermark_candidate(&parts, 5), Some(15));
+        assert_eq!(watermark_candidate(&[], 5), None);
+    }
+
+    #[test]
+    fn windows_are_open_until_the_watermark_reaches_their_end() {
+        use datafusion::arrow::array::TimestampNanosecondArray;
+        let spec = crate::windows::WindowSpec::tumble(
+            datafusion::common::TableReference::bare("t"),
+            "ts",
+            &DataType::Timestamp(TimeUnit::Nanosecond, None),
+            10,
+        )
+        .unwrap();
+        let starts = TimestampNanosecondArray::from(vec![Some(0), Some(10), None]);
+        let window = WindowKey {
+            index: 0,
+            role: WindowRole::Start,
+            spec,
+        };
+        // Window [0, 10) closes at watermark 10; [10, 20) is still open; NULL stays.
+        let open = open_mask(&starts, &window, 10).unwrap();
+        assert_eq!(open, BooleanArray::from(vec![false, true, true]));
+        let ends = TimestampNanosecondArray::from(vec![Some(10), Some(20)]);
+        let window = WindowKey {
+            role: WindowRole::End,
+            ..window
+        };
+        let open = open_mask(&ends, &window, 9).unwrap();
+        assert_eq!(open, BooleanArray::from(vec![true, true]));
     }
 }
