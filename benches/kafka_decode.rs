@@ -57,9 +57,12 @@ fn main() {
     }
     let decode_s = started.elapsed().as_secs_f64();
 
-    // Fetch from the broker and decode: one partition, one consumer thread.
+    // Fetch from the broker and decode, one partition after the other on one consumer thread.
+    // librdkafka's mock broker keeps only the last ~50 000 messages of a partition, so the
+    // events are spread over partitions of 40 000.
+    let partitions = events.div_ceil(40_000).max(1) as i32;
     let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("bench", 1, 1).expect("topic");
+    cluster.create_topic("bench", partitions, 1).expect("topic");
     let brokers = cluster.bootstrap_servers();
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -67,10 +70,10 @@ fn main() {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer");
-    for payload in &payloads {
+    for (index, payload) in payloads.iter().enumerate() {
         while let Err((err, _)) = producer.send(
             BaseRecord::<(), str>::to("bench")
-                .partition(0)
+                .partition(index as i32 % partitions)
                 .payload(payload),
         ) {
             producer.poll(Duration::from_millis(10));
