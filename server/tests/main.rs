@@ -3,6 +3,7 @@
 mod common;
 mod flight;
 mod kafka;
+mod models;
 mod pg;
 mod psql;
 mod slt;

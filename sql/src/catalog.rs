@@ -44,6 +44,8 @@ pub enum EntryKind {
     /// `CREATE SINK`: a job writing a view's or a source's rows to Kafka or Parquet files;
     /// its checkpoints live under `streams/<name>/`.
     Sink,
+    /// `CREATE MODEL`: named `model:<name>`; the trained factors live under `models/<name>/`.
+    Model,
 }
 
 impl EntryKind {
@@ -57,6 +59,7 @@ impl EntryKind {
             EntryKind::Source => "source",
             EntryKind::MaterializedView => "materialized view",
             EntryKind::Sink => "sink",
+            EntryKind::Model => "model",
         }
     }
 }

@@ -123,6 +123,7 @@ enum PreparedKind {
     Copy(Box<CopyToStatement>),
     Plan(Box<DfStatement>),
     Stream(Box<crate::streaming::statements::StreamStatement>),
+    Model(Box<crate::models::statements::ModelStatement>),
 }
 
 impl Prepared {
@@ -168,6 +169,8 @@ struct Inner {
     sources: StdMutex<BTreeMap<String, SourceHandle>>,
     /// Running continuous queries.
     streams: Streams,
+    /// Recommendation models.
+    models: Arc<crate::models::Models>,
     next_session: AtomicU64,
 }
 
@@ -238,6 +241,8 @@ impl Engine {
         };
         let policy = Arc::new(PathPolicy::new(roots)?);
         let context = build_context(&policy)?;
+        let models = Arc::new(crate::models::Models::default());
+        crate::models::register(&context, &models);
         let catalog = CatalogStore::open(&config.data_dir)?;
         let streams = Streams::new(config.streams);
         let engine = Engine {
@@ -250,6 +255,7 @@ impl Engine {
                 unavailable: StdMutex::new(BTreeMap::new()),
                 sources: StdMutex::new(BTreeMap::new()),
                 streams,
+                models,
                 next_session: AtomicU64::new(1),
             }),
         };
@@ -278,6 +284,11 @@ impl Engine {
             self.inner.policy.clone(),
             self.inner.config.base_dir.clone(),
         )
+    }
+
+    /// The recommendation models.
+    pub(crate) fn models(&self) -> &Arc<crate::models::Models> {
+        &self.inner.models
     }
 
     pub(crate) fn catalog(&self) -> &Mutex<CatalogStore> {
@@ -346,6 +357,10 @@ impl Engine {
         let tokens = parser::significant_tokens(sql)?;
         if tokens.is_empty() {
             return Ok((PreparedKind::Empty, None, Vec::new()));
+        }
+        if let Some(statement) = crate::models::statements::parse_model_statement(sql)? {
+            let schema = self.model_statement_schema(&statement);
+            return Ok((PreparedKind::Model(Box::new(statement)), schema, Vec::new()));
         }
         if let Some(statement) = crate::streaming::statements::parse_stream_statement(sql)? {
             let schema = self.stream_statement_schema(session, &statement).await?;
@@ -429,6 +444,9 @@ impl Engine {
             PreparedKind::Stream(statement) => {
                 self.execute_stream(session, statement, prepared.sql())
                     .await
+            }
+            PreparedKind::Model(statement) => {
+                self.execute_model(session, statement, prepared.sql()).await
             }
             PreparedKind::CreateExternalTable(cet) => {
                 let mut catalog = self.inner.catalog.lock().await;
@@ -1102,7 +1120,12 @@ impl Engine {
         let mut rows: Vec<[String; 5]> = catalog
             .entries()
             .iter()
-            .filter(|e| !matches!(e.kind, EntryKind::Schema | EntryKind::Sink))
+            .filter(|e| {
+                !matches!(
+                    e.kind,
+                    EntryKind::Schema | EntryKind::Sink | EntryKind::Model
+                )
+            })
             .map(|e| {
                 let (schema, name) = e.name.split_once('.').unwrap_or((DEFAULT_SCHEMA, &e.name));
                 let status = unavailable
@@ -1194,6 +1217,7 @@ impl Engine {
             EntryKind::Table => self.restore_table(session, catalog, entry).await,
             EntryKind::MaterializedView => self.restore_materialized_view(session, entry).await,
             EntryKind::Sink => self.restore_sink(session, entry).await,
+            EntryKind::Model => self.restore_model(session, entry).await,
             EntryKind::Source => {
                 let create = crate::sources::parse_create_source(sql)?;
                 let handle = self

@@ -67,14 +67,14 @@ pub struct CreateSink {
 }
 
 /// Significant tokens with their byte offsets in the statement.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     sql: &'a str,
     tokens: Vec<(Token, usize)>,
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(sql: &'a str) -> Result<Self, EngineError> {
+    pub(crate) fn new(sql: &'a str) -> Result<Self, EngineError> {
         let dialect = PostgreSqlDialect {};
         let tokens: Vec<TokenWithSpan> = Tokenizer::new(&dialect, sql)
             .tokenize_with_location()
@@ -92,7 +92,7 @@ impl<'a> Cursor<'a> {
         Ok(Self { sql, tokens, at: 0 })
     }
 
-    fn peek_keyword(&self, offset: usize) -> Option<String> {
+    pub(crate) fn peek_keyword(&self, offset: usize) -> Option<String> {
         match self.tokens.get(self.at + offset) {
             Some((Token::Word(w), _)) if w.quote_style.is_none() => {
                 Some(w.value.to_ascii_uppercase())
@@ -101,7 +101,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn keyword(&mut self, keyword: &str) -> bool {
+    pub(crate) fn keyword(&mut self, keyword: &str) -> bool {
         if self.peek_keyword(0).as_deref() == Some(keyword) {
             self.at += 1;
             true
@@ -110,7 +110,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn keywords(&mut self, keywords: &[&str]) -> bool {
+    pub(crate) fn keywords(&mut self, keywords: &[&str]) -> bool {
         let matches = keywords
             .iter()
             .enumerate()
@@ -121,7 +121,11 @@ impl<'a> Cursor<'a> {
         matches
     }
 
-    fn expect_keyword(&mut self, keyword: &str, context: &str) -> Result<(), EngineError> {
+    pub(crate) fn expect_keyword(
+        &mut self,
+        keyword: &str,
+        context: &str,
+    ) -> Result<(), EngineError> {
         if self.keyword(keyword) {
             Ok(())
         } else {
@@ -132,28 +136,28 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn describe_next(&self) -> String {
+    pub(crate) fn describe_next(&self) -> String {
         match self.tokens.get(self.at) {
             Some((token, _)) => format!("'{token}'"),
             None => "the end of the statement".to_string(),
         }
     }
 
-    fn token(&self) -> Option<&Token> {
+    pub(crate) fn token(&self) -> Option<&Token> {
         self.tokens.get(self.at).map(|(t, _)| t)
     }
 
-    fn next_is(&self, token: &Token) -> bool {
+    pub(crate) fn next_is(&self, token: &Token) -> bool {
         self.token() == Some(token)
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.tokens
             .get(self.at..)
             .is_none_or(|rest| rest.iter().all(|(t, _)| *t == Token::SemiColon))
     }
 
-    fn expect_end(&self, statement: &str) -> Result<(), EngineError> {
+    pub(crate) fn expect_end(&self, statement: &str) -> Result<(), EngineError> {
         if self.done() {
             Ok(())
         } else {
@@ -165,7 +169,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A possibly qualified name, as written (unquoted parts lower-cased).
-    fn name(&mut self, what: &str) -> Result<String, EngineError> {
+    pub(crate) fn name(&mut self, what: &str) -> Result<String, EngineError> {
         let mut parts = Vec::new();
         loop {
             match self.token() {
@@ -193,7 +197,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The text from the current token to the end (without a trailing semicolon).
-    fn rest_text(&self) -> String {
+    pub(crate) fn rest_text(&self) -> String {
         let from = self
             .tokens
             .get(self.at)
@@ -207,7 +211,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `( key = value, … )`: keys may be dotted or quoted; values strings, numbers or words.
-    fn options(&mut self) -> Result<BTreeMap<String, String>, EngineError> {
+    pub(crate) fn options(&mut self) -> Result<BTreeMap<String, String>, EngineError> {
         let mut options = BTreeMap::new();
         if !self.next_is(&Token::LParen) {
             return Err(EngineError::syntax("expected ( after WITH"));
