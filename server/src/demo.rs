@@ -153,7 +153,16 @@ pub async fn prepare(engine: &Engine) -> Result<()> {
     for sql in REGISTER {
         run(engine, &session, &sql.replace("{dir}", &dir_text)).await?;
     }
-    tracing::info!(dir = %dir.display(), "demo tables ready: items, users, clicks");
+    // A recommender trained on the clicks (implicit feedback: how often a user clicked an item).
+    run(
+        engine,
+        &session,
+        "CREATE MODEL IF NOT EXISTS demo_recs USING als \
+           WITH (rank = 16, iterations = 8, implicit = true, alpha = 5, seed = 1) \
+         AS SELECT user_id, item_id, count(*) AS clicks FROM clicks GROUP BY user_id, item_id",
+    )
+    .await?;
+    tracing::info!(dir = %dir.display(), "demo tables ready: items, users, clicks; model demo_recs");
     Ok(())
 }
 
@@ -172,6 +181,7 @@ pub fn print_banner(pg_addr: SocketAddr, http_addr: SocketAddr, kafka: &str, arc
          \x20 stream:  COPY (SUBSCRIBE live_category_clicks) TO STDOUT;   -- rows as windows close; Ctrl-C stops\n\
          \x20 jobs:    SHOW JOBS;   SHOW SINKS;   -- the clicks are archived to Parquet every 20 s:\n\
          \x20          CREATE EXTERNAL TABLE archive STORED AS PARQUET LOCATION '{archive}/';\n\
+         \x20 recs:    SELECT r.item_id, i.title, i.category, r.score FROM recommend('demo_recs', 42, 5) r JOIN items i USING (item_id) ORDER BY r.score DESC;\n\
          \x20 health:  curl http://{http_addr}/health\n\
          \nStop with Ctrl-C.\n"
     );

@@ -224,6 +224,36 @@ async fn als_trained_in_sql_predicts_held_out_ratings_and_recommends() {
     client.batch_execute("REFRESH MODEL recs").await.unwrap();
     let refreshed = recommended(&client, "SELECT * FROM recommend('recs', 7, 10)").await;
     assert_eq!(refreshed, top, "same data and seed, same model");
+    // A scheduled refresh retrains and swaps the model in.
+    client
+        .batch_execute(
+            "CREATE MODEL scheduled USING als WITH (rank = 3, iterations = 2, refresh_interval = '1s')
+               AS SELECT user_id, item_id, rating FROM ratings",
+        )
+        .await
+        .unwrap();
+    let trained_at = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Option<String> {
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("name") == Some("scheduled") => {
+                r.get("trained_at").map(str::to_string)
+            }
+            _ => None,
+        })
+    };
+    let first = trained_at(client.simple_query("SHOW MODELS").await.unwrap());
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = trained_at(client.simple_query("SHOW MODELS").await.unwrap());
+        if now != first {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no scheduled refresh"
+        );
+    }
+    client.batch_execute("DROP MODEL scheduled").await.unwrap();
     client.batch_execute("DROP MODEL recs").await.unwrap();
     let err = client
         .query("SELECT * FROM recommend('recs', 7, 10)", &[])

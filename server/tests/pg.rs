@@ -443,6 +443,15 @@ async fn demo_serves_its_generated_tables() {
         assert!(row.get::<_, i64>(1) > 0);
         assert!(row.get::<_, f64>(2) > 0.0);
     }
+    // The demo's recommender.
+    let recs = client
+        .query(
+            "SELECT r.item_id, i.category, r.score FROM recommend('demo_recs', 42, 5) r JOIN items i USING (item_id)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 5);
     let sinks = client.simple_query("SHOW SINKS").await.unwrap();
     assert!(sinks.iter().any(|m| matches!(m,
         tokio_postgres::SimpleQueryMessage::Row(r) if r.get("name") == Some("public.live_clicks_archive"))));
