@@ -34,7 +34,7 @@ PEERS = REPO.parent / "shared" / "peers"
 
 
 def generate(directory: Path, users: int, items: int, ratings: int, seed: int = 1):
-    """Ratings 1..5-ish from a rank-8 truth plus noise; users and items are 1-based."""
+    """Integer ratings 1..5 from a rank-8 truth plus noise; users and items are 1-based."""
     rng = random.Random(seed)
     rank = 8
     uf = [[rng.gauss(0, 0.5) for _ in range(rank)] for _ in range(users + 1)]
@@ -47,7 +47,7 @@ def generate(directory: Path, users: int, items: int, ratings: int, seed: int = 
             continue
         seen.add((u, i))
         r = 3.0 + sum(a * b for a, b in zip(uf[u], itf[i])) + rng.gauss(0, 0.3)
-        rows.append((u, i, min(5.0, max(1.0, round(r, 2)))))
+        rows.append((u, i, min(5, max(1, round(r)))))  # integer stars, as MovieLens
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "u1.base", "w") as base, open(directory / "u1.test", "w") as test:
         for n, (u, i, r) in enumerate(rows):

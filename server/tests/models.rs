@@ -28,7 +28,9 @@ fn unit(seed: u64, a: u64, b: u64) -> f64 {
 
 /// Ratings = rank-3 truth + noise, on ~25 % of the (user, item) pairs; every 10th rating goes
 /// to the test set.
-fn ratings() -> (Vec<(u64, u64, f64)>, Vec<(u64, u64, f64)>) {
+type Rows = Vec<(u64, u64, f64)>;
+
+fn ratings() -> (Rows, Rows) {
     let factor = |kind: u64, id: u64, k: u64| unit(kind, id, k) * 2.0 - 1.0;
     let (mut train, mut test) = (Vec::new(), Vec::new());
     let mut n = 0;

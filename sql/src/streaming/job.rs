@@ -624,7 +624,7 @@ impl Job {
         aggregate.upper_slot.set(finals);
         let rows = run_again(&aggregate.upper, ctx).await;
         aggregate.upper_slot.set(Vec::new());
-        Ok(rows?)
+        rows
     }
 
     async fn finalize_all(&self) -> Result<Vec<RecordBatch>, EngineError> {

@@ -45,8 +45,9 @@ fn gaussian_elimination(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         b.swap(column, pivot);
         for row in column + 1..n {
             let factor = a[row][column] / a[column][column];
-            for k in column..n {
-                a[row][k] -= factor * a[column][k];
+            let pivot_row = a[column].clone();
+            for (value, pivot_value) in a[row].iter_mut().zip(&pivot_row).skip(column) {
+                *value -= factor * pivot_value;
             }
             b[row] -= factor * b[column];
         }
@@ -187,7 +188,7 @@ fn implicit_expected(
 fn implicit_user_solve_is_the_weighted_least_squares_solution() {
     let (lambda, alpha) = (0.5, 2.0);
     // Rank 3 and three conjugate-gradient steps: exact up to rounding from any start.
-    assert!(CONJUGATE_GRADIENT_STEPS >= 3);
+    const { assert!(CONJUGATE_GRADIENT_STEPS >= 3) };
     let triples = [(0, 0, 3.0), (0, 2, 1.0), (0, 3, -1.0), (1, 1, 2.0)];
     let interactions = Interactions::build(&ratings(2, 4, &triples), true).unwrap();
     let other: Vec<f64> = ITEMS.iter().flatten().copied().collect();
