@@ -150,6 +150,11 @@ impl Streams {
             .collect()
     }
 
+    /// The jobs of one kind.
+    pub fn list_of(&self, kind: JobKind) -> Vec<JobRow> {
+        self.list().into_iter().filter(|r| r.kind == kind).collect()
+    }
+
     fn subscription_name(&self) -> String {
         let n = self.next_subscription.fetch_add(1, Ordering::Relaxed) + 1;
         format!("subscribe-{n}")

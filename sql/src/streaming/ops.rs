@@ -265,30 +265,17 @@ impl Engine {
     }
 
     fn show_materialized_views(&self) -> Result<Output, EngineError> {
-        let rows: Vec<_> = self
-            .streams()
-            .list()
-            .into_iter()
-            .filter(|r| r.kind == JobKind::MaterializedView)
-            .collect();
+        let rows = self.streams().list_of(JobKind::MaterializedView);
         let schema = show_views_schema();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.name.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.mode))),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.input.as_str()),
-            )),
+            text(&rows, |r| r.name.as_str()),
+            text(&rows, |r| r.mode),
+            text(&rows, |r| r.input.as_str()),
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.rows.unwrap_or(0) as i64),
             )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.status.state.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.query.as_str()),
-            )),
+            text(&rows, |r| r.status.state.as_str()),
+            text(&rows, |r| r.query.as_str()),
         ];
         Output::rows(schema.clone(), vec![RecordBatch::try_new(schema, columns)?])
     }
@@ -308,18 +295,10 @@ impl Engine {
                 .join(", ")
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.name.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.kind.label()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.status.state.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.input.as_str()),
-            )),
+            text(&rows, |r| r.name.as_str()),
+            text(&rows, |r| r.kind.label()),
+            text(&rows, |r| r.status.state.as_str()),
+            text(&rows, |r| r.input.as_str()),
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.status.events_in as i64),
             )),
@@ -573,26 +552,13 @@ impl Engine {
     }
 
     fn show_sinks(&self) -> Result<Output, EngineError> {
-        let rows: Vec<_> = self
-            .streams()
-            .list()
-            .into_iter()
-            .filter(|r| r.kind == JobKind::Sink)
-            .collect();
+        let rows = self.streams().list_of(JobKind::Sink);
         let schema = show_sinks_schema();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.name.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.input.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.query.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.status.state.as_str()),
-            )),
+            text(&rows, |r| r.name.as_str()),
+            text(&rows, |r| r.input.as_str()),
+            text(&rows, |r| r.query.as_str()),
+            text(&rows, |r| r.status.state.as_str()),
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.status.checkpoints as i64),
             )),
@@ -635,6 +601,11 @@ impl Drop for SubscriptionGuard {
             let _ = entry.stop.send(true);
         }
     }
+}
+
+/// A text column of SHOW output, one value per row.
+fn text<'a, T>(rows: &'a [T], value: impl Fn(&'a T) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(value)))
 }
 
 fn show_views_schema() -> SchemaRef {
