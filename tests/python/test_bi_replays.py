@@ -221,6 +221,8 @@ def test_grafana_macro_expansion_matches_grafanas_own_examples():
         "GROUP BY floor(extract(epoch from time_column)/300)*300"
     assert expand_grafana_macros("SELECT $__timeGroup(time_column,'5m'), value", t0, t0) == \
         'SELECT floor(extract(epoch from time_column)/300)*300 AS "time", value'
+    assert expand_grafana_macros("SELECT $__timeGroup(time_column,'5m') as time, value", t0, t0) == \
+        "SELECT floor(extract(epoch from time_column)/300)*300 as time, value"
     assert expand_grafana_macros("WHERE $__timeFilter(time_column)", t0, t0) == \
         "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:00:00Z'"
 
