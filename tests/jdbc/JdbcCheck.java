@@ -5,6 +5,10 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Timestamp;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Properties;
 
 /**
@@ -16,10 +20,15 @@ import java.util.Properties;
  *   table    schema  name  type
  *   column   table  name  java.sql.Types code  type name  position  nullable
  *   row      check  value...
+ *   replay   name  row count  first column of every row, comma-separated
  *   error    check  SQLSTATE  message
  *
  * Every check runs even when an earlier one failed; an error line says which and why.
- * Usage: java -cp postgresql.jar:. JdbcCheck jdbc:postgresql://host:port/freshet user
+ * Usage: java -cp postgresql.jar:. JdbcCheck jdbc:postgresql://host:port/freshet user [replays.tsv]
+ *
+ * replays.tsv lists catalog queries to replay as prepared statements, the way Metabase and
+ * DBeaver run them: name, path of the SQL file (its leading comment lines are skipped), then one
+ * field per parameter, "S:text" for setString, "L:123" for setLong, "I:123" for setInt.
  */
 public class JdbcCheck {
     public static void main(String[] args) throws Exception {
@@ -52,6 +61,43 @@ public class JdbcCheck {
                 }
             });
             run("prepared", () -> prepared(conn));
+            if (args.length > 2) {
+                for (String line : Files.readAllLines(Path.of(args[2]))) {
+                    String[] fields = line.split("\t");
+                    run(fields[0], () -> replay(conn, fields));
+                }
+            }
+        }
+    }
+
+    private static void replay(Connection conn, String[] fields) throws SQLException {
+        List<String> lines = new ArrayList<>();
+        try {
+            lines.addAll(Files.readAllLines(Path.of(fields[1])));
+        } catch (java.io.IOException e) {
+            throw new SQLException("cannot read " + fields[1] + ": " + e.getMessage());
+        }
+        while (!lines.isEmpty() && lines.get(0).startsWith("--")) {
+            lines.remove(0);
+        }
+        try (PreparedStatement statement = conn.prepareStatement(String.join("\n", lines))) {
+            for (int i = 2; i < fields.length; i++) {
+                String value = fields[i].substring(2);
+                switch (fields[i].charAt(0)) {
+                    case 'S' -> statement.setString(i - 1, value);
+                    case 'L' -> statement.setLong(i - 1, Long.parseLong(value));
+                    case 'I' -> statement.setInt(i - 1, Integer.parseInt(value));
+                    default -> throw new IllegalArgumentException("parameter " + fields[i]);
+                }
+            }
+            int count = 0;
+            StringBuilder first = new StringBuilder();
+            try (ResultSet rs = statement.executeQuery()) {
+                while (rs.next()) {
+                    first.append(count++ == 0 ? "" : ",").append(rs.getString(1));
+                }
+            }
+            print("replay", fields[0], count, first);
         }
     }
 

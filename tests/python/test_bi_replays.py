@@ -360,6 +360,15 @@ def test_dbeaver_databases(conn, protocol):
     assert "freshet" in [r[names.index("datname")] for r in rows]
 
 
+@pytest.mark.xfail(strict=True, reason=f"pg_database oids are handed out as objects are first seen, so the "
+                   f"`postgres` database gets a new oid after pg_class is read; owned by {CATALOG_OWNER}")
+def test_dbeaver_database_oids_are_stable(conn):
+    before, _ = run(conn, replay("dbeaver/databases.sql"), ("freshet",))
+    dbeaver_tables(conn)
+    after, _ = run(conn, replay("dbeaver/databases.sql"), ("freshet",))
+    assert [r[0] for r in after] == [r[0] for r in before]
+
+
 def schema_oids(conn, protocol="extended") -> dict[str, int]:
     rows, names = run(conn, replay("dbeaver/schemas.sql"), protocol=protocol)
     return {r[names.index("nspname")]: r[0] for r in rows}
@@ -421,8 +430,51 @@ JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 JDBC_SOURCE = Path(__file__).resolve().parents[1] / "jdbc" / "JdbcCheck.java"
 
 
+# Catalog queries Metabase and DBeaver run as JDBC prepared statements, replayed through the JDBC
+# driver itself: (name, replay file, parameters). An int parameter is bound with setLong, as DBeaver
+# binds oids. Metabase's describe-fields and describe-fks are left out until the catalog supports
+# them (see the xfail tests above).
+JDBC_REPLAYS = [
+    ("metabase/can_connect", []),
+    ("metabase/timezone", []),
+    ("metabase/enum_types", []),
+    ("metabase/tables", ["I:0", "S:^pg_", "S:information_schema", "S:public"]),
+    ("metabase/table_privileges", []),
+    ("dbeaver/version", []),
+    ("dbeaver/current_database", []),
+    ("dbeaver/setting", ["S:standard_conforming_strings"]),
+    ("dbeaver/current_schema", []),
+    ("dbeaver/search_path", []),
+    ("dbeaver/database", ["S:freshet"]),
+    ("dbeaver/databases", ["S:freshet"]),
+    ("dbeaver/enum_check", []),
+    ("dbeaver/schemas", []),
+    ("dbeaver/data_types", []),
+    ("dbeaver/tables", ["L:{public}"]),
+    ("dbeaver/columns", ["L:{metrics}"]),
+]
+
+
 @pytest.fixture(scope="module")
-def jdbc_output(bi_server, tmp_path_factory):
+def jdbc_replays(bi_server, tmp_path_factory):
+    """The replay list JdbcCheck reads, and what psycopg returns for each query: name ->
+    (row count, first column of every row as the JDBC driver's getString shows it)."""
+    with psycopg.connect(bi_server.pg_dsn(USER), autocommit=True) as conn:
+        oids = {"public": schema_oids(conn)["public"], "metrics": dbeaver_tables(conn)["metrics"][0]}
+        lines, expected = [], {}
+        for name, params in JDBC_REPLAYS:
+            params = [p.format(**oids) for p in params]
+            lines.append("\t".join([name, str(REPLAYS / f"{name}.sql"), *params]))
+            values = [int(p[2:]) if p[0] in "IL" else p[2:] for p in params]
+            rows, _ = run(conn, replay(f"{name}.sql"), values)
+            expected[name] = (str(len(rows)), ",".join("null" if r[0] is None else str(r[0]) for r in rows))
+    path = tmp_path_factory.mktemp("jdbc-replays") / "replays.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path, expected
+
+
+@pytest.fixture(scope="module")
+def jdbc_output(bi_server, jdbc_replays, tmp_path_factory):
     """The lines JdbcCheck printed, split at tabs."""
     if not JDBC_JAR.exists() or shutil.which("javac") is None:
         pytest.skip("needs javac and libpostgresql-jdbc-java (.ci/run installs them)")
@@ -430,7 +482,8 @@ def jdbc_output(bi_server, tmp_path_factory):
     subprocess.run(["javac", "-d", str(classes), "-cp", str(JDBC_JAR), str(JDBC_SOURCE)], check=True)
     host, port = bi_server.addresses["pgwire"].rsplit(":", 1)
     result = subprocess.run(
-        ["java", "-cp", f"{JDBC_JAR}:{classes}", "JdbcCheck", f"jdbc:postgresql://{host}:{port}/freshet", USER],
+        ["java", "-cp", f"{JDBC_JAR}:{classes}", "JdbcCheck", f"jdbc:postgresql://{host}:{port}/freshet", USER,
+         str(jdbc_replays[0])],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -495,3 +548,15 @@ def test_jdbc_prepared_statement(jdbc_output):
     # Every execution, including those after the driver switched to a named server-side
     # statement, returns the same rows.
     assert {rows for _, _, rows in runs} == {expected}
+
+
+def test_jdbc_replays_of_metabase_and_dbeaver(jdbc_output, jdbc_replays):
+    got = {name: (count, first) for name, count, first in jdbc_lines(jdbc_output, "replay")}
+    expected = dict(jdbc_replays[1])
+    # The oid of the `postgres` database changes between queries (see
+    # test_dbeaver_database_oids_are_stable): compare the database list by its size.
+    for unstable in ["dbeaver/databases"]:
+        got[unstable], expected[unstable] = got[unstable][0], expected[unstable][0]
+    assert got == expected
+    assert got["metabase/tables"][1] == "public,public,public"
+    assert got["dbeaver/columns"] == ("4", "metrics,metrics,metrics,metrics")
