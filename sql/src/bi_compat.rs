@@ -5,9 +5,11 @@
 //! functions cannot see (they are shared by every session). Clients always pass the setting name
 //! as a constant, so a query is rewritten before parsing: each `current_setting('name' [,
 //! missing_ok])` becomes the session's current value as a string literal, exactly what
-//! PostgreSQL would compute for the statement. Prepared statements are planned again at each
-//! execution, so a later `SET` is seen. A call with a non-constant name reaches the
-//! `current_setting` function registered by [`register`], which explains the limitation.
+//! PostgreSQL would compute for the statement. The value is taken when the statement is
+//! prepared: a named prepared statement executed again after a `SET` of the same setting still
+//! sees the old value (PostgreSQL would read the new one). A call with a non-constant name
+//! reaches the `current_setting` function registered by [`register`], which explains the
+//! limitation.
 //!
 //! Grafana expands the search path with a subquery that uses a scalar function in FROM
 //! (`string_to_array(…) s`) and array subscripts by a column, which DataFusion cannot plan. That
