@@ -7,7 +7,8 @@
 //! missing_ok])` becomes the session's current value as a string literal, exactly what
 //! PostgreSQL would compute for the statement. The value is taken when the statement is
 //! prepared: a named prepared statement executed again after a `SET` of the same setting still
-//! sees the old value (PostgreSQL would read the new one). A call with a non-constant name
+//! sees the old value (PostgreSQL would read the new one); the same holds for the search path
+//! Grafana's subquery reads. A call with a non-constant name
 //! reaches the `current_setting` function registered by [`register`], which explains the
 //! limitation.
 //!
