@@ -8,9 +8,8 @@
 //! PostgreSQL would compute for the statement. The value is taken when the statement is
 //! prepared: a named prepared statement executed again after a `SET` of the same setting still
 //! sees the old value (PostgreSQL would read the new one); the same holds for the search path
-//! Grafana's subquery reads. A call with a non-constant name
-//! reaches the `current_setting` function registered by [`register`], which explains the
-//! limitation.
+//! Grafana's subquery reads. A call with a non-constant name reaches the `current_setting`
+//! function registered by [`register`], which explains the limitation.
 //!
 //! Grafana expands the search path with a subquery that uses a scalar function in FROM
 //! (`string_to_array(…) s`) and array subscripts by a column, which DataFusion cannot plan. That
