@@ -354,6 +354,7 @@ impl Engine {
         sql: &str,
     ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
         let sql: &str = &crate::windows::rewrite_flink_window_syntax(sql)?;
+        let sql: &str = &crate::bi_compat::rewrite_session_lookups(sql, session)?;
         let tokens = parser::significant_tokens(sql)?;
         if tokens.is_empty() {
             return Ok((PreparedKind::Empty, None, Vec::new()));
@@ -1463,5 +1464,6 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
         .map_err(|e| EngineError::from(*e))?;
     context.register_udf(version_udf());
     crate::windows::register(&context);
+    crate::bi_compat::register(&context);
     Ok(context)
 }

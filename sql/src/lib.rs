@@ -7,6 +7,7 @@
 //! statements are recognised first; everything else is planned by DataFusion. This crate knows
 //! nothing about wire protocols and starts no sockets.
 
+mod bi_compat;
 pub mod catalog;
 mod engine;
 pub mod error;

@@ -1,0 +1,361 @@
+//! What BI tools' catalog queries need that is answered from the session: `current_setting()`
+//! and the search-path expansion Grafana's table and column pickers run.
+//!
+//! `current_setting('name')` reads a value of the caller's session, which DataFusion's scalar
+//! functions cannot see (they are shared by every session). Clients always pass the setting name
+//! as a constant, so a query is rewritten before parsing: each `current_setting('name' [,
+//! missing_ok])` becomes the session's current value as a string literal, exactly what
+//! PostgreSQL would compute for the statement. The value is taken when the statement is
+//! prepared: a named prepared statement executed again after a `SET` of the same setting still
+//! sees the old value (PostgreSQL would read the new one); the same holds for the search path
+//! Grafana's subquery reads. A call with a non-constant name reaches the `current_setting`
+//! function registered by [`register`], which explains the limitation.
+//!
+//! Grafana expands the search path with a subquery that uses a scalar function in FROM
+//! (`string_to_array(…) s`) and array subscripts by a column, which DataFusion cannot plan. That
+//! subquery, recognised token by token, is replaced by the schema names it would return for this
+//! session: the entries of `search_path`, trimmed, with `"$user"` standing for the user.
+//!
+//! Only queries (`SELECT`, `WITH`, `VALUES`) are rewritten: a view's text keeps its calls.
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DataFusionError;
+use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::error::{EngineError, ErrorKind};
+use crate::parser::byte_offset;
+use crate::session::Session;
+
+/// Grafana's search-path expansion (postgresMetaQuery.ts, `buildSchemaConstraint`), compared
+/// token by token, so whitespace and letter case do not matter.
+const GRAFANA_SEARCH_PATH_SUBQUERY: &str = r#"SELECT
+    CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+  FROM
+    generate_series(
+      array_lower(string_to_array(current_setting('search_path'),','),1),
+      array_upper(string_to_array(current_setting('search_path'),','),1)
+    ) as i,
+    string_to_array(current_setting('search_path'),',') s"#;
+
+/// Registers `current_setting` for calls the rewrite cannot resolve (a name that is not a
+/// constant), so they fail with a message saying why rather than "invalid function".
+pub(crate) fn register(context: &SessionContext) {
+    let udf = create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_args: &[ColumnarValue]| {
+            Err(DataFusionError::NotImplemented(
+                "current_setting() needs the setting name as a constant string".to_string(),
+            ))
+        }),
+    );
+    context.register_udf(udf);
+}
+
+/// A significant token with its byte range in the statement.
+struct Piece {
+    token: Token,
+    start: usize,
+    end: usize,
+}
+
+/// A replacement of `sql[start..end]`.
+struct Edit {
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+/// Rewrites `current_setting('…')` calls and Grafana's search-path subquery for `session`.
+/// Returns the text unchanged (borrowed) when there is nothing to rewrite or it cannot be
+/// tokenized (the parser then reports the error).
+pub(crate) fn rewrite_session_lookups<'a>(
+    sql: &'a str,
+    session: &Session,
+) -> Result<Cow<'a, str>, EngineError> {
+    if !sql.to_ascii_lowercase().contains("current_setting") {
+        return Ok(Cow::Borrowed(sql));
+    }
+    let Some(pieces) = significant_pieces(sql) else {
+        return Ok(Cow::Borrowed(sql));
+    };
+    if !is_query(&pieces) {
+        return Ok(Cow::Borrowed(sql));
+    }
+    let pattern = grafana_pattern();
+    let mut edits = Vec::new();
+    let mut index = 0;
+    while index < pieces.len() {
+        if matches_at(&pieces, index, pattern) {
+            let last = &pieces[index + pattern.len() - 1];
+            edits.push(Edit {
+                start: pieces[index].start,
+                end: last.end,
+                text: search_path_schemas(session),
+            });
+            index += pattern.len();
+        } else if let Some((edit, next)) = current_setting_at(&pieces, index, session)? {
+            edits.push(edit);
+            index = next;
+        } else {
+            index += 1;
+        }
+    }
+    if edits.is_empty() {
+        return Ok(Cow::Borrowed(sql));
+    }
+    let mut text = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for edit in edits {
+        text.push_str(&sql[copied..edit.start]);
+        text.push_str(&edit.text);
+        copied = edit.end;
+    }
+    text.push_str(&sql[copied..]);
+    Ok(Cow::Owned(text))
+}
+
+fn significant_pieces(sql: &str) -> Option<Vec<Piece>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .ok()?;
+    let mut line_starts = vec![0];
+    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    let pieces = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .map(|t| Piece {
+            start: byte_offset(&line_starts, sql, t.span.start),
+            end: byte_offset(&line_starts, sql, t.span.end),
+            token: t.token,
+        })
+        .collect();
+    Some(pieces)
+}
+
+fn is_query(pieces: &[Piece]) -> bool {
+    let first = pieces.iter().find(|p| p.token != Token::LParen);
+    ["select", "with", "values"]
+        .iter()
+        .any(|keyword| is_word(first, keyword))
+}
+
+fn grafana_pattern() -> &'static [Token] {
+    static PATTERN: OnceLock<Vec<Token>> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        significant_pieces(GRAFANA_SEARCH_PATH_SUBQUERY)
+            .expect("the Grafana search-path pattern tokenizes")
+            .into_iter()
+            .map(|p| p.token)
+            .collect()
+    })
+}
+
+fn matches_at(pieces: &[Piece], index: usize, pattern: &[Token]) -> bool {
+    pieces.len() >= index + pattern.len()
+        && pieces[index..]
+            .iter()
+            .zip(pattern)
+            .all(|(piece, expected)| same_token(&piece.token, expected))
+}
+
+/// Token equality with unquoted words compared without regard to case.
+fn same_token(a: &Token, b: &Token) -> bool {
+    match (a, b) {
+        (Token::Word(x), Token::Word(y)) if x.quote_style.is_none() && y.quote_style.is_none() => {
+            x.value.eq_ignore_ascii_case(&y.value)
+        }
+        _ => a == b,
+    }
+}
+
+fn is_word(piece: Option<&Piece>, keyword: &str) -> bool {
+    matches!(piece, Some(Piece { token: Token::Word(w), .. })
+        if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
+}
+
+fn is_token(piece: Option<&Piece>, token: &Token) -> bool {
+    piece.is_some_and(|p| &p.token == token)
+}
+
+/// `[pg_catalog.]current_setting('name' [, true|false])` at `index`: the edit replacing it by
+/// the session's value and the index after the call.
+fn current_setting_at(
+    pieces: &[Piece],
+    index: usize,
+    session: &Session,
+) -> Result<Option<(Edit, usize)>, EngineError> {
+    if !is_word(pieces.get(index), "current_setting")
+        || is_token(
+            index.checked_sub(1).and_then(|i| pieces.get(i)),
+            &Token::Period,
+        ) && !is_word(
+            index.checked_sub(2).and_then(|i| pieces.get(i)),
+            "pg_catalog",
+        )
+        || !is_token(pieces.get(index + 1), &Token::LParen)
+    {
+        return Ok(None);
+    }
+    let Some(Token::SingleQuotedString(name)) = pieces.get(index + 2).map(|p| &p.token) else {
+        return Ok(None);
+    };
+    let (missing_ok, close) = match pieces.get(index + 3).map(|p| &p.token) {
+        Some(Token::RParen) => (false, index + 3),
+        Some(Token::Comma) if is_token(pieces.get(index + 5), &Token::RParen) => {
+            if is_word(pieces.get(index + 4), "true") {
+                (true, index + 5)
+            } else if is_word(pieces.get(index + 4), "false") {
+                (false, index + 5)
+            } else {
+                return Ok(None);
+            }
+        }
+        _ => return Ok(None),
+    };
+    let start = if is_token(
+        index.checked_sub(1).and_then(|i| pieces.get(i)),
+        &Token::Period,
+    ) {
+        pieces[index - 2].start
+    } else {
+        pieces[index].start
+    };
+    let text = match session.get(name) {
+        Some(value) => quote_literal(&value),
+        None if missing_ok => "CAST(NULL AS TEXT)".to_string(),
+        None => {
+            return Err(EngineError::new(
+                ErrorKind::UndefinedObject,
+                format!("unrecognized configuration parameter \"{name}\""),
+            ))
+        }
+    };
+    let edit = Edit {
+        start,
+        end: pieces[close].end,
+        text,
+    };
+    Ok(Some((edit, close + 1)))
+}
+
+/// What Grafana's subquery returns for this session, as the inside of `IN ( … )`.
+fn search_path_schemas(session: &Session) -> String {
+    let search_path = session.get("search_path").unwrap_or_default();
+    let schemas: Vec<String> = search_path
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            if entry == "\"$user\"" {
+                quote_literal(session.user())
+            } else {
+                quote_literal(entry)
+            }
+        })
+        .collect();
+    if schemas.is_empty() {
+        // An empty search path: the subquery returns no rows.
+        return "SELECT CAST(NULL AS TEXT) WHERE false".to_string();
+    }
+    schemas.join(", ")
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    fn session() -> Session {
+        Session::new("grafana", SessionContext::new())
+    }
+
+    fn rewrite(sql: &str, session: &Session) -> String {
+        rewrite_session_lookups(sql, session).unwrap().into_owned()
+    }
+
+    #[test]
+    fn current_setting_becomes_the_session_value() {
+        let session = session();
+        assert_eq!(
+            rewrite(
+                "SELECT current_setting('server_version_num')::int/100 as version",
+                &session
+            ),
+            "SELECT '160006'::int/100 as version"
+        );
+        session.set("application_name", Some("it's me")).unwrap();
+        assert_eq!(
+            rewrite(
+                "select pg_catalog.current_setting('application_name', false), 1",
+                &session
+            ),
+            "select 'it''s me', 1"
+        );
+    }
+
+    #[test]
+    fn unknown_setting_is_an_error_unless_missing_ok() {
+        let session = session();
+        let error =
+            rewrite_session_lookups("SELECT current_setting('no_such')", &session).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::UndefinedObject);
+        assert_eq!(
+            error.message(),
+            "unrecognized configuration parameter \"no_such\""
+        );
+        assert_eq!(
+            rewrite("SELECT current_setting('no_such', true)", &session),
+            "SELECT CAST(NULL AS TEXT)"
+        );
+    }
+
+    #[test]
+    fn other_statements_and_other_calls_are_left_alone() {
+        let session = session();
+        for sql in [
+            "CREATE VIEW v AS SELECT current_setting('timezone')",
+            "SELECT current_setting($1)",
+            "SELECT x.current_setting('timezone') FROM x",
+            "SELECT 'current_setting(''timezone'')'",
+        ] {
+            assert_eq!(rewrite(sql, &session), sql);
+        }
+    }
+
+    #[test]
+    fn grafana_search_path_subquery_lists_the_schemas() {
+        let session = session();
+        let sql = format!(
+            "SELECT 1 WHERE quote_ident(table_schema) IN (\n  {GRAFANA_SEARCH_PATH_SUBQUERY}\n  )"
+        );
+        assert_eq!(
+            rewrite(&sql, &session),
+            "SELECT 1 WHERE quote_ident(table_schema) IN (\n  'public'\n  )"
+        );
+        session
+            .set("search_path", Some("\"$user\", public, \"My Schema\""))
+            .unwrap();
+        assert_eq!(
+            rewrite(&sql, &session),
+            "SELECT 1 WHERE quote_ident(table_schema) IN (\n  'grafana', 'public', '\"My Schema\"'\n  )"
+        );
+        session.set("search_path", Some("")).unwrap();
+        assert!(
+            rewrite(&sql, &session).contains("IN (\n  SELECT CAST(NULL AS TEXT) WHERE false\n  )")
+        );
+    }
+}
