@@ -11,6 +11,7 @@ pub mod catalog;
 mod engine;
 pub mod error;
 mod functions;
+mod pg_compat;
 pub mod models;
 pub mod parser;
 mod session;
