@@ -189,6 +189,9 @@ pub fn startup_parameters(user: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Reads a session's PostgreSQL-style setting by lower-case name.
+pub(crate) type SettingReader = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// A client's session. Cheap to create; dropped with the connection.
 pub struct Session {
     user: String,
@@ -237,7 +240,7 @@ impl Session {
 
     /// Reads this session's PostgreSQL-style settings (not `datafusion.*` ones) as they are
     /// when called: what `current_setting()` answers.
-    pub(crate) fn setting_reader(&self) -> Arc<dyn Fn(&str) -> Option<String> + Send + Sync> {
+    pub(crate) fn setting_reader(&self) -> SettingReader {
         let values = self.values.clone();
         let user = self.user.clone();
         Arc::new(move |key| postgres_setting(&values, &user, &key.to_ascii_lowercase()))

@@ -137,7 +137,9 @@ impl CatalogSource {
         // Forget objects that are gone, so a re-created one gets a new OID and the maps stay
         // as small as the catalog.
         let live_schemas: BTreeSet<&String> = schema_names.iter().collect();
-        state.namespaces.retain(|name, _| live_schemas.contains(name));
+        state
+            .namespaces
+            .retain(|name, _| live_schemas.contains(name));
         let live: BTreeSet<(&String, &String)> = found.iter().map(|(s, n, _)| (s, n)).collect();
         state
             .relations
@@ -149,9 +151,13 @@ impl CatalogSource {
                 "pg_catalog" => PG_CATALOG_OID,
                 "public" => PUBLIC_OID,
                 INFORMATION_SCHEMA => INFORMATION_SCHEMA_OID,
-                _ => next_oid(&mut state, |s| s.namespaces.get(&name).copied(), |s, oid| {
-                    s.namespaces.insert(name.clone(), oid);
-                }),
+                _ => next_oid(
+                    &mut state,
+                    |s| s.namespaces.get(&name).copied(),
+                    |s, oid| {
+                        s.namespaces.insert(name.clone(), oid);
+                    },
+                ),
             };
             namespaces.push((oid, name));
         }
@@ -160,9 +166,13 @@ impl CatalogSource {
         let mut relations = Vec::new();
         for (schema, name, table) in &found {
             let key = (schema.clone(), name.clone());
-            let oid = next_oid(&mut state, |s| s.relations.get(&key).copied(), |s, oid| {
-                s.relations.insert(key.clone(), oid);
-            });
+            let oid = next_oid(
+                &mut state,
+                |s| s.relations.get(&key).copied(),
+                |s, oid| {
+                    s.relations.insert(key.clone(), oid);
+                },
+            );
             relations.push(Relation {
                 oid,
                 namespace_oid: namespace_oid.get(schema.as_str()).copied().unwrap_or(0),
@@ -285,12 +295,15 @@ pub(crate) fn relkind(table_type: TableType) -> &'static str {
     }
 }
 
+/// Builds a live table's rows from a snapshot.
+type BuildRows = fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>;
+
 /// A catalog table whose rows are built from a fresh [`Snapshot`] each time it is scanned.
 #[derive(Debug, Clone)]
 struct LiveTable {
     schema: SchemaRef,
     source: Arc<CatalogSource>,
-    build: fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>,
+    build: BuildRows,
 }
 
 impl PartitionStream for LiveTable {
@@ -323,18 +336,17 @@ pub(crate) fn live_table(
     source: &Arc<CatalogSource>,
     static_tables: &PgCatalogStaticTables,
 ) -> DfResult<Option<Arc<dyn TableProvider>>> {
-    let (schema, build): (SchemaRef, fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>) =
-        match name {
-            "pg_namespace" => (pg_namespace_schema(), pg_namespace_rows),
-            "pg_class" => (pg_class_schema(), pg_class_rows),
-            "pg_attribute" => (pg_attribute_schema(), pg_attribute_rows),
-            "pg_tables" => (pg_tables_schema(), pg_tables_rows),
-            "pg_views" => (pg_views_schema(), pg_views_rows),
-            "pg_roles" => (pg_roles_schema(), pg_roles_rows),
-            "pg_authid" => return pg_authid(static_tables).map(Some),
-            "pg_index" => return pg_index(static_tables).map(Some),
-            _ => return Ok(None),
-        };
+    let (schema, build): (SchemaRef, BuildRows) = match name {
+        "pg_namespace" => (pg_namespace_schema(), pg_namespace_rows),
+        "pg_class" => (pg_class_schema(), pg_class_rows),
+        "pg_attribute" => (pg_attribute_schema(), pg_attribute_rows),
+        "pg_tables" => (pg_tables_schema(), pg_tables_rows),
+        "pg_views" => (pg_views_schema(), pg_views_rows),
+        "pg_roles" => (pg_roles_schema(), pg_roles_rows),
+        "pg_authid" => return pg_authid(static_tables).map(Some),
+        "pg_index" => return pg_index(static_tables).map(Some),
+        _ => return Ok(None),
+    };
     streaming(Arc::new(LiveTable {
         schema,
         source: source.clone(),
@@ -537,7 +549,12 @@ fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<Record
         .iter()
         .flat_map(|r| {
             r.columns.fields().iter().enumerate().map(move |(i, f)| {
-                (r.oid, (i + 1) as i16, f.as_ref(), pg_column_type(f.data_type()))
+                (
+                    r.oid,
+                    (i + 1) as i16,
+                    f.as_ref(),
+                    pg_column_type(f.data_type()),
+                )
             })
         })
         .collect();
@@ -733,6 +750,21 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> DfResult<&'a T>
         .ok_or_else(|| {
             DataFusionError::Internal(format!("static catalog column {name} has another type"))
         })
+}
+
+/// Type name → OID, from the static `pg_type` rows.
+pub(crate) fn type_oids(static_tables: &PgCatalogStaticTables) -> DfResult<HashMap<String, i32>> {
+    let mut found = HashMap::new();
+    for batch in static_tables.pg_type.data() {
+        let names = column::<StringArray>(batch, "typname")?;
+        let oids = column::<Int32Array>(batch, "oid")?;
+        for i in 0..batch.num_rows() {
+            if names.is_valid(i) && oids.is_valid(i) {
+                found.insert(names.value(i).to_string(), oids.value(i));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `pg_index` with its vector columns as arrays (`int2vector` / `oidvector` in PostgreSQL),

@@ -6,10 +6,11 @@
 //! crate's, and adds the ones it lacks. What a function answers follows from Freshet having
 //! one owner role, no indexes, constraints, comments or sequences, and every privilege.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int32Builder, Int64Array, ListBuilder, StringArray,
+    Array, ArrayRef, BooleanArray, Int32Array, Int32Builder, Int64Array, ListBuilder, StringArray,
     StringBuilder,
 };
 use datafusion::arrow::compute::cast;
@@ -23,6 +24,7 @@ use datafusion::logical_expr::{
 };
 
 use super::catalog::{CatalogSource, OWNER_OID, OWNER_ROLE};
+use crate::session::SettingReader;
 
 /// What a function computes from its arguments (as arrays of `rows` rows).
 type Body = Arc<dyn Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync>;
@@ -140,9 +142,46 @@ fn nulls(data_type: &DataType, rows: usize) -> ArrayRef {
 }
 
 /// Registers the catalog functions in the engine's context (sessions inherit them).
-pub(crate) fn register(context: &SessionContext, source: &Arc<CatalogSource>) {
+pub(crate) fn register(
+    context: &SessionContext,
+    source: &Arc<CatalogSource>,
+    type_oids: HashMap<String, i32>,
+) {
     for udf in functions(source) {
         context.register_udf(udf);
+    }
+    context.register_udf(ScalarUDF::new_from_impl(When {
+        signature: Signature::any(2, Volatility::Immutable),
+    }));
+    context.register_udf(function(
+        "to_regtype",
+        1..=1,
+        DataType::Int32,
+        move |a, _| {
+            let found: Int32Array = texts(&a[0])?
+                .into_iter()
+                .map(|name| name.and_then(|name| type_oids.get(&type_key(&name)).copied()))
+                .collect();
+            Ok(Arc::new(found))
+        },
+    ));
+}
+
+/// How `to_regtype` looks a type name up: lower-case, `pg_catalog.` and quotes removed.
+fn type_key(name: &str) -> String {
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    let name = name.trim_matches('"');
+    match name {
+        "integer" | "int" => "int4".to_string(),
+        "bigint" => "int8".to_string(),
+        "smallint" => "int2".to_string(),
+        "boolean" => "bool".to_string(),
+        "real" => "float4".to_string(),
+        "double precision" => "float8".to_string(),
+        "timestamp without time zone" => "timestamp".to_string(),
+        "timestamp with time zone" => "timestamptz".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -177,7 +216,12 @@ fn functions(source: &Arc<CatalogSource>) -> Vec<ScalarUDF> {
         function("pg_is_in_recovery", 0..=0, DataType::Boolean, |_, rows| {
             Ok(Arc::new(BooleanArray::from(vec![false; rows])))
         }),
-        function("json_build_object", 0..=32, DataType::Utf8, json_build_object),
+        function(
+            "json_build_object",
+            0..=32,
+            DataType::Utf8,
+            json_build_object,
+        ),
         function(
             "pg_array_subscripts",
             1..=2,
@@ -306,7 +350,7 @@ fn not_null_of_first(arrays: &[ArrayRef], rows: usize) -> ArrayRef {
 
 /// `json_build_object(k1, v1, k2, v2, …)` as JSON text.
 fn json_build_object(arrays: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
-    if arrays.len() % 2 != 0 {
+    if !arrays.len().is_multiple_of(2) {
         return Err(DataFusionError::Plan(
             "json_build_object takes an even number of arguments (key, value, …)".into(),
         ));
@@ -322,7 +366,10 @@ fn json_build_object(arrays: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
                 ));
             }
             let key = key_text(&key);
-            object.insert(key, json_value(&ScalarValue::try_from_array(&pair[1], row)?));
+            object.insert(
+                key,
+                json_value(&ScalarValue::try_from_array(&pair[1], row)?),
+            );
         }
         out.append_value(serde_json::Value::Object(object).to_string());
     }
@@ -331,9 +378,9 @@ fn json_build_object(arrays: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
 
 fn key_text(value: &ScalarValue) -> String {
     match value {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            s.clone()
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
         other => other.to_string(),
     }
 }
@@ -426,11 +473,49 @@ pub(crate) fn backslash_escaped(pattern: &str, escape: &str) -> String {
     out
 }
 
+/// `pg_when(condition, value)`: `value` where `condition` is true, else NULL — a CASE with
+/// one branch, as a function (see `rewrite`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct When {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for When {
+    fn name(&self) -> &str {
+        "pg_when"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(args[1].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let condition = args.args[0].to_array(rows)?;
+        let condition = cast(&condition, &DataType::Boolean)?;
+        let condition = condition
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("condition cast".into()))?;
+        let value = args.args[1].to_array(rows)?;
+        let nulls = nulls(value.data_type(), rows);
+        // Where the condition is NULL it is not true: the CASE falls through to NULL.
+        let keep: BooleanArray = condition.iter().map(|c| Some(c == Some(true))).collect();
+        Ok(ColumnarValue::Array(
+            datafusion::arrow::compute::kernels::zip::zip(&keep, &value, &nulls)?,
+        ))
+    }
+}
+
 /// Functions whose answer depends on the session: its settings and its user.
 pub(crate) fn register_session_functions(
     context: &SessionContext,
     user: &str,
-    setting: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    setting: SettingReader,
 ) {
     context.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
         setting,
@@ -453,7 +538,7 @@ pub(crate) fn register_session_functions(
 
 /// `current_setting(name [, missing_ok])`.
 struct CurrentSetting {
-    setting: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    setting: SettingReader,
     signature: Signature,
 }
 

@@ -41,6 +41,7 @@ pub(crate) fn setup(context: &SessionContext, database: &str) -> Result<(), Engi
         static_tables.clone(),
         EmptyContextProvider,
     )?);
+    let type_oids = catalog::type_oids(&static_tables)?;
     let source = Arc::new(catalog::CatalogSource::new(catalogs, database));
     catalog.register_schema(
         "pg_catalog",
@@ -50,6 +51,6 @@ pub(crate) fn setup(context: &SessionContext, database: &str) -> Result<(), Engi
             static_tables,
         )),
     )?;
-    functions::register(context, &source);
+    functions::register(context, &source, type_oids);
     Ok(())
 }
