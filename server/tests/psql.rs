@@ -108,3 +108,125 @@ fn psql_lists_describes_and_survives_errors() {
     );
     assert!(out.contains(" bob  |    3"), "{out}");
 }
+
+/// The rows psql prints for a listing: (schema, name, type, owner) of each relation line.
+fn listed(out: &str) -> Vec<(String, String, String, String)> {
+    out.lines()
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|cells| cells.len() >= 4 && cells[0] != "Schema")
+        .map(|c| {
+            (
+                c[0].to_string(),
+                c[1].to_string(),
+                c[2].to_string(),
+                c[3].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn psql_meta_commands_list_tables_sources_and_materialized_views() {
+    let work = tempfile::tempdir().unwrap();
+    copy_fixtures(work.path());
+    let server = TestServer::start(work.path(), &Options::default());
+    let setup = "CREATE EXTERNAL TABLE users STORED AS CSV LOCATION 'data/users.csv';\n\
+                 CREATE TABLE items (item_id BIGINT, name VARCHAR, price DOUBLE);\n\
+                 CREATE SOURCE clicks (user_id BIGINT, item_id BIGINT, ts TIMESTAMP) WITH (connector = 'datagen', events = 100, seed = 1);\n\
+                 CREATE MATERIALIZED VIEW item_clicks AS SELECT item_id, count(*) AS clicks FROM clicks GROUP BY item_id;\n";
+    let (out, err) = psql(&server, setup);
+    assert!(err.is_empty(), "setup failed: {err}\n{out}");
+
+    // \dt: tables, external tables and sources; the materialized view is not a table.
+    let (out, err) = psql(&server, "\\dt\n");
+    assert!(err.is_empty(), "{err}");
+    let mut tables = listed(&out);
+    tables.sort();
+    let expected: Vec<(String, String, String, String)> = ["clicks", "items", "users"]
+        .iter()
+        .map(|n| {
+            (
+                "public".to_string(),
+                n.to_string(),
+                "table".to_string(),
+                "freshet".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(tables, expected, "{out}");
+
+    // \dv: the materialized view, as a view.
+    let (out, err) = psql(&server, "\\dv\n");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        listed(&out),
+        vec![(
+            "public".to_string(),
+            "item_clicks".to_string(),
+            "view".to_string(),
+            "freshet".to_string()
+        )],
+        "{out}"
+    );
+
+    // \d of the view: its columns with PostgreSQL types.
+    let (out, err) = psql(&server, "\\d item_clicks\n");
+    assert!(err.is_empty(), "{err}");
+    assert!(out.contains("View \"public.item_clicks\""), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("clicks") && l.contains("bigint")),
+        "{out}"
+    );
+    let (out, err) = psql(&server, "\\d items\n");
+    assert!(err.is_empty(), "{err}");
+    assert!(out.contains("Table \"public.items\""), "{out}");
+    for (column, pg_type) in [
+        ("item_id", "bigint"),
+        ("name", "text"),
+        ("price", "double precision"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(column) && l.contains(pg_type)),
+            "{column} {pg_type}:\n{out}"
+        );
+    }
+
+    let (out, err) = psql(&server, "\\l\n");
+    assert!(err.is_empty(), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("freshet ") && l.contains("| freshet")),
+        "{out}"
+    );
+
+    let (out, err) = psql(&server, "\\dn\n");
+    assert!(err.is_empty(), "{err}");
+    let schemas: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("| freshet"))
+        .map(|l| l.split('|').next().unwrap().trim())
+        .collect();
+    assert_eq!(schemas, vec!["models", "public"], "{out}");
+
+    // \df lists no functions (Freshet's are built in) and \di no indexes; neither errors.
+    let (out, err) = psql(&server, "\\df\n");
+    assert!(err.is_empty(), "{err}");
+    assert!(
+        out.contains("List of functions") && out.contains("(0 rows)"),
+        "{out}"
+    );
+    let (out, err) = psql(&server, "\\di\n");
+    assert!(!err.contains("ERROR"), "{err}");
+    assert!(err.contains("Did not find any relations."), "{err}\n{out}");
+
+    // A dropped object disappears at once.
+    let (_, err) = psql(&server, "DROP TABLE items;\n");
+    assert!(err.is_empty(), "{err}");
+    let (out, _) = psql(&server, "\\dt\n");
+    assert!(!listed(&out).iter().any(|r| r.1 == "items"), "{out}");
+    // DROP VIEW must not silently deregister a running materialized view.
+    let (_, err) = psql(&server, "DROP VIEW item_clicks;\n");
+    assert!(err.contains("use DROP MATERIALIZED VIEW"), "{err}");
+}

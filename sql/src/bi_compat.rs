@@ -1,34 +1,23 @@
-//! What BI tools' catalog queries need that is answered from the session: `current_setting()`
-//! and the search-path expansion Grafana's table and column pickers run.
+//! Grafana's search-path expansion, answered from the session.
 //!
-//! `current_setting('name')` reads a value of the caller's session, which DataFusion's scalar
-//! functions cannot see (they are shared by every session). Clients always pass the setting name
-//! as a constant, so a query is rewritten before parsing: each `current_setting('name' [,
-//! missing_ok])` becomes the session's current value as a string literal, exactly what
-//! PostgreSQL would compute for the statement. The value is taken when the statement is
-//! prepared: a named prepared statement executed again after a `SET` of the same setting still
-//! sees the old value (PostgreSQL would read the new one); the same holds for the search path
-//! Grafana's subquery reads. A call with a non-constant name reaches the `current_setting`
-//! function registered by [`register`], which explains the limitation.
+//! (`current_setting()` itself is a per-session function, see `pg_compat::functions`.)
 //!
 //! Grafana expands the search path with a subquery that uses a scalar function in FROM
 //! (`string_to_array(…) s`) and array subscripts by a column, which DataFusion cannot plan. That
 //! subquery, recognised token by token, is replaced by the schema names it would return for this
 //! session: the entries of `search_path`, trimmed, with `"$user"` standing for the user.
 //!
-//! Only queries (`SELECT`, `WITH`, `VALUES`) are rewritten: a view's text keeps its calls.
+//! The schema names are taken when the statement is prepared: a named prepared statement run
+//! again after `SET search_path` still lists the old ones. Only queries (`SELECT`, `WITH`,
+//! `VALUES`) are rewritten: a view's text keeps its calls.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::DataFusionError;
-use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::error::{EngineError, ErrorKind};
+use crate::error::EngineError;
 use crate::parser::byte_offset;
 use crate::session::Session;
 
@@ -42,23 +31,6 @@ const GRAFANA_SEARCH_PATH_SUBQUERY: &str = r#"SELECT
       array_upper(string_to_array(current_setting('search_path'),','),1)
     ) as i,
     string_to_array(current_setting('search_path'),',') s"#;
-
-/// Registers `current_setting` for calls the rewrite cannot resolve (a name that is not a
-/// constant), so they fail with a message saying why rather than "invalid function".
-pub(crate) fn register(context: &SessionContext) {
-    let udf = create_udf(
-        "current_setting",
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|_args: &[ColumnarValue]| {
-            Err(DataFusionError::NotImplemented(
-                "current_setting() needs the setting name as a constant string".to_string(),
-            ))
-        }),
-    );
-    context.register_udf(udf);
-}
 
 /// A significant token with its byte range in the statement.
 struct Piece {
@@ -74,7 +46,7 @@ struct Edit {
     text: String,
 }
 
-/// Rewrites `current_setting('…')` calls and Grafana's search-path subquery for `session`.
+/// Rewrites Grafana's search-path subquery for `session`.
 /// Returns the text unchanged (borrowed) when there is nothing to rewrite or it cannot be
 /// tokenized (the parser then reports the error).
 pub(crate) fn rewrite_session_lookups<'a>(
@@ -102,9 +74,6 @@ pub(crate) fn rewrite_session_lookups<'a>(
                 text: search_path_schemas(session),
             });
             index += pattern.len();
-        } else if let Some((edit, next)) = current_setting_at(&pieces, index, session)? {
-            edits.push(edit);
-            index = next;
         } else {
             index += 1;
         }
@@ -183,71 +152,6 @@ fn is_word(piece: Option<&Piece>, keyword: &str) -> bool {
         if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
 }
 
-fn is_token(piece: Option<&Piece>, token: &Token) -> bool {
-    piece.is_some_and(|p| &p.token == token)
-}
-
-/// `[pg_catalog.]current_setting('name' [, true|false])` at `index`: the edit replacing it by
-/// the session's value and the index after the call.
-fn current_setting_at(
-    pieces: &[Piece],
-    index: usize,
-    session: &Session,
-) -> Result<Option<(Edit, usize)>, EngineError> {
-    if !is_word(pieces.get(index), "current_setting")
-        || is_token(
-            index.checked_sub(1).and_then(|i| pieces.get(i)),
-            &Token::Period,
-        ) && !is_word(
-            index.checked_sub(2).and_then(|i| pieces.get(i)),
-            "pg_catalog",
-        )
-        || !is_token(pieces.get(index + 1), &Token::LParen)
-    {
-        return Ok(None);
-    }
-    let Some(Token::SingleQuotedString(name)) = pieces.get(index + 2).map(|p| &p.token) else {
-        return Ok(None);
-    };
-    let (missing_ok, close) = match pieces.get(index + 3).map(|p| &p.token) {
-        Some(Token::RParen) => (false, index + 3),
-        Some(Token::Comma) if is_token(pieces.get(index + 5), &Token::RParen) => {
-            if is_word(pieces.get(index + 4), "true") {
-                (true, index + 5)
-            } else if is_word(pieces.get(index + 4), "false") {
-                (false, index + 5)
-            } else {
-                return Ok(None);
-            }
-        }
-        _ => return Ok(None),
-    };
-    let start = if is_token(
-        index.checked_sub(1).and_then(|i| pieces.get(i)),
-        &Token::Period,
-    ) {
-        pieces[index - 2].start
-    } else {
-        pieces[index].start
-    };
-    let text = match session.get(name) {
-        Some(value) => quote_literal(&value),
-        None if missing_ok => "CAST(NULL AS TEXT)".to_string(),
-        None => {
-            return Err(EngineError::new(
-                ErrorKind::UndefinedObject,
-                format!("unrecognized configuration parameter \"{name}\""),
-            ))
-        }
-    };
-    let edit = Edit {
-        start,
-        end: pieces[close].end,
-        text,
-    };
-    Ok(Some((edit, close + 1)))
-}
-
 /// What Grafana's subquery returns for this session, as the inside of `IN ( … )`.
 fn search_path_schemas(session: &Session) -> String {
     let search_path = session.get("search_path").unwrap_or_default();
@@ -288,49 +192,12 @@ mod tests {
     }
 
     #[test]
-    fn current_setting_becomes_the_session_value() {
-        let session = session();
-        assert_eq!(
-            rewrite(
-                "SELECT current_setting('server_version_num')::int/100 as version",
-                &session
-            ),
-            "SELECT '160006'::int/100 as version"
-        );
-        session.set("application_name", Some("it's me")).unwrap();
-        assert_eq!(
-            rewrite(
-                "select pg_catalog.current_setting('application_name', false), 1",
-                &session
-            ),
-            "select 'it''s me', 1"
-        );
-    }
-
-    #[test]
-    fn unknown_setting_is_an_error_unless_missing_ok() {
-        let session = session();
-        let error =
-            rewrite_session_lookups("SELECT current_setting('no_such')", &session).unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::UndefinedObject);
-        assert_eq!(
-            error.message(),
-            "unrecognized configuration parameter \"no_such\""
-        );
-        assert_eq!(
-            rewrite("SELECT current_setting('no_such', true)", &session),
-            "SELECT CAST(NULL AS TEXT)"
-        );
-    }
-
-    #[test]
     fn other_statements_and_other_calls_are_left_alone() {
         let session = session();
         for sql in [
             "CREATE VIEW v AS SELECT current_setting('timezone')",
-            "SELECT current_setting($1)",
-            "SELECT x.current_setting('timezone') FROM x",
-            "SELECT 'current_setting(''timezone'')'",
+            "SELECT current_setting('timezone')",
+            "SELECT 'current_setting(''search_path'')'",
         ] {
             assert_eq!(rewrite(sql, &session), sql);
         }

@@ -21,7 +21,6 @@ use datafusion::sql::parser::{
 };
 use datafusion::sql::sqlparser::ast::Value;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use freshet_connectors::files::{
     build_object_store, resolve_location, split_store_options, LocationKind, PathPolicy,
@@ -243,6 +242,13 @@ impl Engine {
         let context = build_context(&policy)?;
         let models = Arc::new(crate::models::Models::default());
         crate::models::register(&context, &models);
+        context
+            .catalog(DATABASE)
+            .ok_or_else(|| EngineError::internal("the default catalog is missing"))?
+            .register_schema(
+                crate::models::MODELS_SCHEMA,
+                Arc::new(crate::models::ModelsSchema::new(models.clone())),
+            )?;
         let catalog = CatalogStore::open(&config.data_dir)?;
         let streams = Streams::new(config.streams);
         let engine = Engine {
@@ -332,7 +338,13 @@ impl Engine {
         let state = SessionStateBuilder::new_from_existing(self.inner.context.state())
             .with_session_id(format!("freshet-{id}"))
             .build();
-        Session::new(user, SessionContext::new_with_state(state))
+        let session = Session::new(user, SessionContext::new_with_state(state));
+        crate::pg_compat::register_session_functions(
+            session.context(),
+            user,
+            session.setting_reader(),
+        );
+        session
     }
 
     /// Parses and plans one statement without running it.
@@ -399,7 +411,9 @@ impl Engine {
                 statements.len()
             )));
         }
-        let statement = DfStatement::Statement(Box::new(statements.remove(0)));
+        let mut statement = statements.remove(0);
+        crate::pg_compat::rewrite::rewrite(&mut statement);
+        let statement = DfStatement::Statement(Box::new(statement));
         self.prepare_plan(session, statement).await
     }
 
@@ -617,6 +631,7 @@ impl Engine {
                         format!("\"{}\" is a source: use DROP SOURCE", drop.name),
                     ));
                 }
+                refuse_materialized_view(&catalog, &key, &drop.name)?;
                 context
                     .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropTable(drop)))
                     .await?;
@@ -626,6 +641,8 @@ impl Engine {
             }
             DdlStatement::DropView(drop) => {
                 let key = table_key(&drop.name);
+                // A materialized view is listed as a view, but dropping it stops a job.
+                refuse_materialized_view(&catalog, &key, &drop.name)?;
                 context
                     .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropView(drop)))
                     .await?;
@@ -1439,6 +1456,22 @@ async fn columns_schema(
     }
 }
 
+/// DROP TABLE / DROP VIEW on a materialized view would leave its job running: point to
+/// DROP MATERIALIZED VIEW instead.
+fn refuse_materialized_view(
+    catalog: &CatalogStore,
+    key: &str,
+    name: &TableReference,
+) -> Result<(), EngineError> {
+    match catalog.get(key) {
+        Some(entry) if entry.kind == EntryKind::MaterializedView => Err(EngineError::new(
+            ErrorKind::InvalidStatement,
+            format!("\"{name}\" is a materialized view: use DROP MATERIALIZED VIEW"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn show_tables_schema() -> SchemaRef {
     Arc::new(Schema::new(
         ["schema", "name", "kind", "location", "status"]
@@ -1460,10 +1493,8 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     let context = SessionContext::new_with_config_rt(config, runtime);
     let local = url::Url::parse("file://").map_err(|e| EngineError::internal(e.to_string()))?;
     context.register_object_store(&local, Arc::new(SandboxedLocalStore::new(policy.clone())));
-    datafusion_pg_catalog::setup_pg_catalog(&context, DATABASE, EmptyContextProvider)
-        .map_err(|e| EngineError::from(*e))?;
+    crate::pg_compat::setup(&context, DATABASE)?;
     context.register_udf(version_udf());
     crate::windows::register(&context);
-    crate::bi_compat::register(&context);
     Ok(context)
 }

@@ -14,6 +14,7 @@ pub mod error;
 mod functions;
 pub mod models;
 pub mod parser;
+mod pg_compat;
 mod session;
 pub mod sources;
 pub mod streaming;

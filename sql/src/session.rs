@@ -7,7 +7,7 @@
 //! too: clients set and read them, and a few change behaviour (`statement_timeout`).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
@@ -189,12 +189,16 @@ pub fn startup_parameters(user: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Reads a session's PostgreSQL-style setting by lower-case name.
+pub(crate) type SettingReader = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// A client's session. Cheap to create; dropped with the connection.
 pub struct Session {
     user: String,
     context: SessionContext,
-    /// Values set in this session, by lower-case key; absent means the default.
-    values: Mutex<BTreeMap<String, String>>,
+    /// Values set in this session, by lower-case key; absent means the default. Shared with
+    /// the session's `current_setting` function.
+    values: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -208,7 +212,7 @@ impl Session {
         Self {
             user: user.to_string(),
             context,
-            values: Mutex::new(BTreeMap::new()),
+            values: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -222,24 +226,24 @@ impl Session {
     }
 
     fn values(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        // A panic while holding this lock cannot leave the map half-updated: every write is a
-        // single insert or remove, so the poisoned value is still consistent.
-        self.values.lock().unwrap_or_else(|p| p.into_inner())
+        lock_values(&self.values)
     }
 
     /// The current value of a PostgreSQL-style setting, `None` for an unknown name.
     pub fn get(&self, key: &str) -> Option<String> {
         let key = key.to_ascii_lowercase();
-        if let Some(value) = self.values().get(&key) {
-            return Some(value.clone());
-        }
-        if key == "session_authorization" {
-            return Some(self.user.clone());
-        }
-        if key.starts_with("datafusion.") {
+        if key.starts_with("datafusion.") && !self.values().contains_key(&key) {
             return self.datafusion_setting(&key);
         }
-        find_setting(&key).map(|s| s.default.to_string())
+        postgres_setting(&self.values, &self.user, &key)
+    }
+
+    /// Reads this session's PostgreSQL-style settings (not `datafusion.*` ones) as they are
+    /// when called: what `current_setting()` answers.
+    pub(crate) fn setting_reader(&self) -> SettingReader {
+        let values = self.values.clone();
+        let user = self.user.clone();
+        Arc::new(move |key| postgres_setting(&values, &user, &key.to_ascii_lowercase()))
     }
 
     fn datafusion_setting(&self, key: &str) -> Option<String> {
@@ -331,6 +335,29 @@ impl Session {
             Ok(ms) => Some(Duration::from_millis(ms)),
         }
     }
+}
+
+fn lock_values(
+    values: &Mutex<BTreeMap<String, String>>,
+) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    // A panic while holding this lock cannot leave the map half-updated: every write is a
+    // single insert or remove, so the poisoned value is still consistent.
+    values.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The value of setting `key` (lower-case): set in the session, or the default.
+fn postgres_setting(
+    values: &Mutex<BTreeMap<String, String>>,
+    user: &str,
+    key: &str,
+) -> Option<String> {
+    if let Some(value) = lock_values(values).get(key) {
+        return Some(value.clone());
+    }
+    if key == "session_authorization" {
+        return Some(user.to_string());
+    }
+    find_setting(key).map(|s| s.default.to_string())
 }
 
 /// Parses a PostgreSQL duration setting: a plain number is milliseconds; units ms, s, min, h.

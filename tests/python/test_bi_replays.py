@@ -344,7 +344,6 @@ def test_dbeaver_active_schema(conn, protocol):
     assert rows[0][0] == "public"
 
 
-@pytest.mark.xfail(strict=True, reason=f"session_user is not the connected user; owned by {CATALOG_OWNER} (owner/roles)")
 def test_dbeaver_session_user_is_the_connected_user(conn):
     rows, _ = run(conn, replay("dbeaver/current_schema.sql"))
     assert rows == [("public", USER)]
@@ -360,8 +359,6 @@ def test_dbeaver_databases(conn, protocol):
     assert "freshet" in [r[names.index("datname")] for r in rows]
 
 
-@pytest.mark.xfail(strict=True, reason=f"pg_database oids are handed out as objects are first seen, so the "
-                   f"`postgres` database gets a new oid after pg_class is read; owned by {CATALOG_OWNER}")
 def test_dbeaver_database_oids_are_stable(conn):
     before, _ = run(conn, replay("dbeaver/databases.sql"), ("freshet",))
     dbeaver_tables(conn)
@@ -381,7 +378,6 @@ def test_dbeaver_navigator_schemas(conn, protocol):
     assert all(isinstance(oid, int) for oid in oids.values())
 
 
-@pytest.mark.xfail(strict=True, reason=f"pg_namespace has no information_schema row; owned by {CATALOG_OWNER}")
 def test_dbeaver_navigator_lists_information_schema(conn):
     assert "information_schema" in schema_oids(conn)
 

@@ -216,35 +216,48 @@ impl Recommend {
                 )
             }
             Kind::RecommendAll => {
-                let schema = result_schema(("user_id", m.user_kind), ("item_id", m.item_kind));
                 let k = count(kind, &args[1])?;
                 let exclude = flag(kind, args.get(2))?;
-                let (mut users, mut items, mut scores) = (Vec::new(), Vec::new(), Vec::new());
-                for (user, rated) in m.rated.iter().enumerate() {
-                    let excluded: Vec<u32> = if exclude {
-                        rated.iter().map(|(i, _)| *i).collect()
-                    } else {
-                        Vec::new()
-                    };
-                    for (item, score) in m.model.recommend(user as u32, k, &excluded) {
-                        users.push(&m.user_ids[user]);
-                        items.push(&m.item_ids[item as usize]);
-                        scores.push(score);
-                    }
-                }
-                (
-                    schema,
-                    vec![
-                        m.user_kind.array(users.into_iter()),
-                        m.item_kind.array(items.into_iter()),
-                        Arc::new(Float32Array::from(scores)) as ArrayRef,
-                    ],
-                )
+                let batch = recommend_all(m, k, exclude)?;
+                return Ok(MemTable::try_new(batch.schema(), vec![vec![batch]])?);
             }
         };
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(MemTable::try_new(schema, vec![vec![batch]])?)
     }
+}
+
+/// The top `k` items of every user, as `user_id, item_id, score` rows (best first per user).
+pub(crate) fn recommend_all(
+    m: &TrainedModel,
+    k: usize,
+    exclude: bool,
+) -> Result<RecordBatch, EngineError> {
+    let schema = result_schema(("user_id", m.user_kind), ("item_id", m.item_kind));
+    let (mut users, mut items, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+    for (user, rated) in m.rated.iter().enumerate() {
+        let excluded: Vec<u32> = if exclude {
+            rated.iter().map(|(i, _)| *i).collect()
+        } else {
+            Vec::new()
+        };
+        for (item, score) in m.model.recommend(user as u32, k, &excluded) {
+            users.push(&m.user_ids[user]);
+            items.push(&m.item_ids[item as usize]);
+            scores.push(score);
+        }
+    }
+    let columns = vec![
+        m.user_kind.array(users.into_iter()),
+        m.item_kind.array(items.into_iter()),
+        Arc::new(Float32Array::from(scores)) as ArrayRef,
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The columns of a model's recommendations: `user_id, item_id, score`.
+pub(crate) fn recommendation_schema(m: &TrainedModel) -> SchemaRef {
+    result_schema(("user_id", m.user_kind), ("item_id", m.item_kind))
 }
 
 /// The top `k` items for `user`: its trained factor, or — when it interacted since the

@@ -17,6 +17,7 @@
 pub mod als;
 mod functions;
 mod ops;
+mod relation;
 pub mod statements;
 mod store;
 
@@ -33,6 +34,7 @@ use self::als::{AlsModel, AlsParams};
 use crate::error::{EngineError, ErrorKind};
 
 pub(crate) use functions::register;
+pub(crate) use relation::{ModelsSchema, MODELS_SCHEMA};
 
 /// A user or item id as the training query gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -310,6 +312,16 @@ impl Models {
             slot.stop_tasks();
         }
         slot
+    }
+
+    /// The names of the models, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn all(&self) -> Vec<Arc<ModelSlot>> {

@@ -187,7 +187,11 @@ impl Engine {
         job.recover().await?;
         session.context().register_table(
             key_reference(key),
-            Arc::new(MaterializedViewTable::new(key, store.clone())),
+            Arc::new(MaterializedViewTable::new(
+                key,
+                store.clone(),
+                &create.query,
+            )),
         )?;
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(job.run(stop_rx));

@@ -184,17 +184,23 @@ impl ViewStore {
 }
 
 /// A materialized view as a table: a plain SELECT reads its current rows.
+///
+/// Its table type is `View`, so catalogs (`information_schema.tables`, `pg_class`, psql `\dv`)
+/// list it with the views and show its query as the definition.
 #[derive(Debug)]
 pub struct MaterializedViewTable {
     name: String,
     store: Arc<ViewStore>,
+    /// The query as the user wrote it.
+    query: String,
 }
 
 impl MaterializedViewTable {
-    pub fn new(name: &str, store: Arc<ViewStore>) -> Self {
+    pub fn new(name: &str, store: Arc<ViewStore>, query: &str) -> Self {
         Self {
             name: name.to_string(),
             store,
+            query: query.to_string(),
         }
     }
 
@@ -214,7 +220,11 @@ impl TableProvider for MaterializedViewTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(&self.query)
     }
 
     async fn scan(
