@@ -12,6 +12,7 @@ computed here independently of the server.
 """
 
 import datetime
+import os
 import re
 import shutil
 import subprocess
@@ -473,6 +474,8 @@ def jdbc_replays(bi_server, tmp_path_factory):
 def jdbc_output(bi_server, jdbc_replays, tmp_path_factory):
     """The lines JdbcCheck printed, split at tabs."""
     if not JDBC_JAR.exists() or shutil.which("javac") is None:
+        if os.environ.get("FRESHET_REQUIRE_JDBC") == "1":
+            pytest.fail("FRESHET_REQUIRE_JDBC=1 but javac or /usr/share/java/postgresql.jar is missing")
         pytest.skip("needs javac and libpostgresql-jdbc-java (.ci/run installs them)")
     classes = tmp_path_factory.mktemp("jdbc")
     subprocess.run(["javac", "-d", str(classes), "-cp", str(JDBC_JAR), str(JDBC_SOURCE)], check=True)
