@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use freshet_sql::datafusion::arrow::array::RecordBatch;
 use freshet_sql::datafusion::arrow::datatypes::DataType;
@@ -27,7 +27,7 @@ use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, AuthSource,
-    DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+    LoginInfo, Password, ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -49,6 +49,7 @@ use tokio::sync::watch;
 
 use crate::config::User;
 use crate::metrics::Metrics;
+use crate::pg_encode::{encode_batch, pg_fields};
 use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
 
 /// SCRAM iterations, as PostgreSQL's default.
@@ -136,19 +137,89 @@ fn scram(users: Arc<UserStore>) -> ScramAuth {
     auth
 }
 
-fn server_parameters() -> DefaultServerParameterProvider {
-    let mut parameters = DefaultServerParameterProvider::default();
-    parameters.server_version = freshet_sql::PG_SERVER_VERSION.to_string();
-    parameters.time_zone = "UTC".to_string();
-    parameters.date_style = "ISO, MDY".to_string();
-    parameters.application_name = None;
-    parameters
+fn server_parameters() -> ServerParameters {
+    ServerParameters
+}
+
+/// Settings a client may choose in its start-up packet (or in `options=-c name=value`), which
+/// then apply to its session and are echoed in the start-up ParameterStatus.
+const STARTUP_SETTINGS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "extra_float_digits",
+    "bytea_output",
+    "search_path",
+    "statement_timeout",
+];
+
+/// The settings a client asked for at start-up, by lower-case name: start-up parameters and
+/// `-c name=value` / `--name=value` in `options`.
+fn startup_settings(metadata: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut add = |name: &str, value: &str| {
+        let name = name.trim().to_ascii_lowercase();
+        if STARTUP_SETTINGS.contains(&name.as_str()) {
+            settings.retain(|(n, _)| *n != name);
+            settings.push((name, value.trim().to_string()));
+        }
+    };
+    if let Some(options) = metadata.get("options") {
+        let mut words = options.split_whitespace();
+        while let Some(word) = words.next() {
+            let assignment = match word {
+                "-c" => words.next(),
+                other => other
+                    .strip_prefix("--")
+                    .or_else(|| other.strip_prefix("-c")),
+            };
+            if let Some((name, value)) = assignment.and_then(|a| a.split_once('=')) {
+                add(&name.replace('-', "_"), value);
+            }
+        }
+    }
+    for (name, value) in metadata {
+        add(name, value);
+    }
+    settings
+}
+
+/// The ParameterStatus messages sent after authentication: the settings PostgreSQL reports,
+/// with the values the client chose at start-up.
+struct ServerParameters;
+
+impl ServerParameterProvider for ServerParameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let metadata = client.metadata();
+        let user = metadata
+            .get(METADATA_USER)
+            .map(String::as_str)
+            .unwrap_or("freshet");
+        let chosen = startup_settings(metadata);
+        Some(
+            freshet_sql::startup_parameters(user)
+                .into_iter()
+                .map(|(name, default)| {
+                    let value = chosen
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or(default);
+                    (name, value)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Authentication at connection start-up: none (any user name) or SCRAM-SHA-256.
 enum Startup {
     Trust,
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    Scram(Box<SASLAuthStartupHandler<ServerParameters>>),
 }
 
 #[async_trait]
@@ -319,8 +390,14 @@ fn connection<C: ClientInfo>(frontend: &PgFrontend, client: &C) -> Arc<Connectio
             .metrics
             .pg_connections_total
             .fetch_add(1, Ordering::Relaxed);
+        let session = frontend.engine.new_session(&user);
+        for (name, value) in startup_settings(client.metadata()) {
+            if let Err(err) = session.set(&name, Some(&value)) {
+                tracing::debug!(%name, %value, error = %err, "start-up setting ignored");
+            }
+        }
         Connection {
-            session: frontend.engine.new_session(&user),
+            session,
             canceller,
             _counted: ConnectionCount(frontend.metrics.clone()),
         }
@@ -403,8 +480,29 @@ fn guarded(
     })
 }
 
-fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
-    Arc::new(FormatOptions::from_client_metadata(client.metadata()))
+/// How values are written for this session: its `DateStyle`, `IntervalStyle`, `TimeZone`,
+/// `bytea_output` and `extra_float_digits`, as set at start-up or with SET.
+fn format_options(session: &Session) -> Arc<FormatOptions> {
+    let mut options = FormatOptions::default();
+    if let Some(value) = session.get("datestyle") {
+        options.date_style = value;
+    }
+    if let Some(value) = session.get("intervalstyle") {
+        options.interval_style = value;
+    }
+    if let Some(value) = session.get("bytea_output") {
+        options.bytea_output = value;
+    }
+    if let Some(value) = session.get("timezone") {
+        options.time_zone = value;
+    }
+    if let Some(digits) = session
+        .get("extra_float_digits")
+        .and_then(|v| v.trim().parse::<i8>().ok())
+    {
+        options.extra_float_digits = digits.clamp(-15, 3);
+    }
+    Arc::new(options)
 }
 
 fn rows_response(
@@ -413,7 +511,7 @@ fn rows_response(
     format: &Format,
     options: Arc<FormatOptions>,
 ) -> Result<QueryResponse, EngineError> {
-    let fields = arrow_schema_to_pg_fields(stream.schema().as_ref(), format, Some(options))
+    let fields = pg_fields(stream.schema().as_ref(), format, options)
         .map_err(|e| EngineError::unsupported(e.to_string()))?;
     let fields = Arc::new(fields);
     let encoder_fields = fields.clone();
@@ -421,7 +519,7 @@ fn rows_response(
         .map(
             move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
                 match batch {
-                    Ok(batch) => encode_recordbatch(encoder_fields.clone(), batch),
+                    Ok(batch) => Box::new(encode_batch(encoder_fields.clone(), batch)),
                     Err(err) => Box::new(std::iter::once(Err(pg_error(err)))),
                 }
             },
@@ -464,10 +562,10 @@ impl QueryHandler {
                 ))
             }
         };
-        let fields = arrow_schema_to_pg_fields(
+        let fields = pg_fields(
             stream.schema().as_ref(),
             &Format::UnifiedText,
-            Some(format_options(client)),
+            format_options(&connection.session),
         )
         .map_err(|e| EngineError::unsupported(e.to_string()))?;
         let rows = Box::pin(guarded(stream, guard));
@@ -508,13 +606,13 @@ impl QueryHandler {
                 stream,
                 guard,
                 format,
-                format_options(client),
+                format_options(&connection.session),
             )?)),
             Output::Live(stream) => {
-                let fields = arrow_schema_to_pg_fields(
+                let fields = pg_fields(
                     stream.schema().as_ref(),
                     format,
-                    Some(format_options(client)),
+                    format_options(&connection.session),
                 )
                 .map_err(|e| EngineError::unsupported(e.to_string()))?;
                 let rows = Box::pin(guarded(stream, guard));
@@ -655,9 +753,11 @@ impl QueryParser for StatementParser {
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match statement.schema() {
-            Some(schema) => {
-                arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
-            }
+            Some(schema) => pg_fields(
+                schema,
+                format.unwrap_or(&Format::UnifiedText),
+                Arc::new(FormatOptions::default()),
+            ),
             None => Ok(Vec::new()),
         }
     }

@@ -33,6 +33,7 @@ use crate::catalog::{CatalogStore, Entry, EntryKind};
 use crate::error::{EngineError, ErrorKind};
 use crate::functions::version_udf;
 use crate::parser::{self, OwnStatement, TransactionKind};
+use crate::pgnames;
 use crate::session::Session;
 use crate::sources::{check_watermark, CreateSource, SourceHandle, SourceTable};
 use crate::streaming::{StreamDefaults, Streams};
@@ -113,6 +114,9 @@ struct PreparedInner {
     kind: PreparedKind,
     param_types: Vec<Option<DataType>>,
     schema: Option<SchemaRef>,
+    /// Result column names as PostgreSQL gives them, put on the rows when they are produced
+    /// (see [`crate::pgnames`]); `None` keeps the planner's names.
+    names: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -332,18 +336,30 @@ impl Engine {
         let state = SessionStateBuilder::new_from_existing(self.inner.context.state())
             .with_session_id(format!("freshet-{id}"))
             .build();
-        Session::new(user, SessionContext::new_with_state(state))
+        let context = SessionContext::new_with_state(state);
+        for udf in crate::functions::user_udfs(user) {
+            context.register_udf(udf);
+        }
+        Session::new(user, context)
     }
 
     /// Parses and plans one statement without running it.
     pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
-        let (kind, schema, param_types) = self.prepare_kind(session, sql).await?;
+        let (kind, mut schema, param_types) = self.prepare_kind(session, sql).await?;
+        let names = match (&kind, &schema) {
+            (PreparedKind::Plan(_), Some(planned)) => pgnames::output_names(sql, planned),
+            _ => None,
+        };
+        if let (Some(names), Some(planned)) = (&names, &schema) {
+            schema = Some(pgnames::rename_schema(planned, names));
+        }
         Ok(Prepared {
             inner: Arc::new(PreparedInner {
                 sql: sql.to_string(),
                 kind,
                 param_types,
                 schema,
+                names,
             }),
         })
     }
@@ -398,8 +414,24 @@ impl Engine {
                 statements.len()
             )));
         }
-        let statement = DfStatement::Statement(Box::new(statements.remove(0)));
-        self.prepare_plan(session, statement).await
+        let mut statement = statements.remove(0);
+        match self
+            .prepare_plan(session, DfStatement::Statement(Box::new(statement.clone())))
+            .await
+        {
+            // PostgreSQL accepts select items with the same expression (`SELECT 1, 1`);
+            // DataFusion needs distinct names, so such a query is planned again with aliases.
+            Err(err)
+                if err
+                    .message()
+                    .contains("Projections require unique expression names")
+                    && pgnames::alias_unnamed_items(&mut statement) =>
+            {
+                self.prepare_plan(session, DfStatement::Statement(Box::new(statement)))
+                    .await
+            }
+            result => result,
+        }
     }
 
     async fn prepare_plan(
@@ -478,7 +510,13 @@ impl Engine {
                     let params = coerce_params(params, &ordered_param_types(&plan)?)?;
                     plan = plan.replace_params_with_values(&params)?;
                 }
-                self.execute_plan(session, plan, prepared.sql()).await
+                let output = self.execute_plan(session, plan, prepared.sql()).await?;
+                Ok(match (output, &prepared.inner.names) {
+                    (Output::Rows(stream), Some(names)) => {
+                        Output::Rows(pgnames::rename_stream(stream, names))
+                    }
+                    (output, _) => output,
+                })
             }
         }
     }
@@ -1455,6 +1493,11 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     config
         .options_mut()
         .set("datafusion.sql_parser.dialect", "PostgreSQL")?;
+    // With a zone set, `timestamptz` and `now()` are zoned timestamps (sent as timestamptz, as
+    // PostgreSQL does) rather than naive ones. Values are shown in each session's TimeZone.
+    config
+        .options_mut()
+        .set("datafusion.execution.time_zone", "+00:00")?;
     let runtime = RuntimeEnvBuilder::new().build_arc()?;
     let context = SessionContext::new_with_config_rt(config, runtime);
     let local = url::Url::parse("file://").map_err(|e| EngineError::internal(e.to_string()))?;

@@ -32,3 +32,23 @@ pub fn version_udf() -> ScalarUDF {
         }),
     )
 }
+
+/// `session_user`, `current_user`, `current_role` and `user`: the name the session connected
+/// as. Registered on each session's own context, since each has its own user.
+pub fn user_udfs(user: &str) -> Vec<ScalarUDF> {
+    ["session_user", "current_user", "current_role", "user"]
+        .into_iter()
+        .map(|name| {
+            let user = user.to_string();
+            create_udf(
+                name,
+                vec![],
+                DataType::Utf8,
+                Volatility::Stable,
+                Arc::new(move |_args: &[ColumnarValue]| {
+                    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(user.clone()))))
+                }),
+            )
+        })
+        .collect()
+}

@@ -13,6 +13,7 @@ pub mod error;
 mod functions;
 pub mod models;
 pub mod parser;
+pub mod pgnames;
 mod session;
 pub mod sources;
 pub mod streaming;
