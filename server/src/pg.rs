@@ -17,7 +17,7 @@ use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use freshet_sql::datafusion::arrow::array::RecordBatch;
-use freshet_sql::datafusion::arrow::datatypes::DataType;
+use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
 use freshet_sql::{
     split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
@@ -45,6 +45,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
+use postgres_types::Kind;
 use tokio::sync::watch;
 
 use crate::config::User;
@@ -714,7 +715,7 @@ impl QueryParser for StatementParser {
         &self,
         client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
@@ -726,17 +727,28 @@ impl QueryParser for StatementParser {
                 "cannot insert multiple commands into a prepared statement",
             )));
         }
-        let text = statements.into_iter().next().unwrap_or_default();
+        let mut text = statements.into_iter().next().unwrap_or_default();
+        if let Some(replacement) = client_query_replacement(&text) {
+            tracing::debug!(sql = %text, "known client query answered by its replacement");
+            text = replacement.to_string();
+        }
+        let declared: Vec<Option<DataType>> = types
+            .iter()
+            .map(|t| t.as_ref().and_then(declared_type))
+            .collect();
         let prepared = self
             .frontend
             .engine
-            .prepare(&connection.session, &text)
+            .prepare_with_types(&connection.session, &text, &declared)
             .await
             .map_err(pg_error)?;
         Ok(Some(prepared))
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        if statement.sql() == ASYNCPG_TYPE_INTROSPECTION {
+            return Ok(vec![Type::OID_ARRAY]);
+        }
         statement
             .param_types()
             .iter()
@@ -760,6 +772,125 @@ impl QueryParser for StatementParser {
             ),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// asyncpg's type introspection (`INTRO_LOOKUP_TYPES_13`, sent for types it has no built-in
+/// codec for, arrays among them), answered without its recursive CTE and correlated scalar
+/// subqueries, which the planner cannot run. Freshet has no domains, ranges or composite
+/// types, so the rows asyncpg needs are the requested types and the elements of array types.
+/// Every column and the parameter must have types asyncpg decodes without introspection (or
+/// it would introspect again): `attrtypoids` (always NULL here) is `text[]`, and the
+/// parameter is announced as `oid[]` (see [`StatementParser::get_parameter_types`]).
+const ASYNCPG_TYPE_INTROSPECTION: &str = "\
+SELECT t.oid AS oid, ns.nspname AS ns, t.typname AS name, t.typtype AS kind,
+       CAST(NULL AS INT) AS basetype, e.oid AS elemtype, e.typdelim AS elemdelim,
+       CAST(NULL AS INT) AS range_subtype, CAST(NULL AS TEXT[]) AS attrtypoids,
+       CAST(NULL AS TEXT[]) AS attrnames, 0 AS depth, CAST(NULL AS TEXT) AS basetype_name,
+       e.typname AS elemtype_name, CAST(NULL AS TEXT) AS range_subtype_name
+FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace ns ON ns.oid = t.typnamespace
+LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typelem <> 0
+WHERE t.oid = any($1::oid[])
+UNION ALL
+SELECT e.oid, ns.nspname, e.typname, e.typtype, NULL, NULL, NULL, NULL, NULL, NULL, 1, NULL,
+       NULL, NULL
+FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_type e ON e.oid = t.typelem
+JOIN pg_catalog.pg_namespace ns ON ns.oid = e.typnamespace
+WHERE t.oid = any($1::oid[]) AND t.typelem <> 0
+ORDER BY depth DESC";
+
+/// A query a driver sends that the planner cannot run as written, with what Freshet runs in
+/// its place; `None` for every other query.
+fn client_query_replacement(sql: &str) -> Option<&'static str> {
+    let words: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.contains("WITH RECURSIVE typeinfo_tree(") && words.contains("ti.oid = any($1::oid[])")
+    {
+        return Some(ASYNCPG_TYPE_INTROSPECTION);
+    }
+    // asyncpg turns JIT off around its introspection; Freshet's `jit` setting is always off.
+    if words == "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new" {
+        return Some("SELECT 'off' AS cur, 'off' AS new");
+    }
+    None
+}
+
+/// JSON parameters are text to the engine: a copy of the portal with `json`/`jsonb` declared
+/// as `text` (and jsonb's binary version byte removed), or `None` when there are none.
+fn json_parameters_as_text(portal: &Portal<Prepared>) -> Option<Portal<Prepared>> {
+    let types = &portal.statement.parameter_types;
+    let is_json = |t: &Option<Type>| matches!(t, Some(t) if *t == Type::JSON || *t == Type::JSONB);
+    if !types.iter().any(is_json) {
+        return None;
+    }
+    let mut parameters = portal.parameters.clone();
+    for (i, declared) in types.iter().enumerate() {
+        let binary_jsonb = matches!(declared, Some(t) if *t == Type::JSONB)
+            && portal.parameter_format.is_binary(i);
+        if let (true, Some(Some(bytes))) = (binary_jsonb, parameters.get_mut(i)) {
+            if bytes.first() == Some(&1) {
+                *bytes = bytes.slice(1..);
+            }
+        }
+    }
+    let statement = pgwire::api::stmt::StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        types
+            .iter()
+            .map(|t| {
+                if is_json(t) {
+                    Some(Type::TEXT)
+                } else {
+                    t.clone()
+                }
+            })
+            .collect(),
+    );
+    let formats = (0..parameters.len())
+        .map(|i| i16::from(portal.parameter_format.is_binary(i)))
+        .collect();
+    let bind = pgwire::messages::extendedquery::Bind::new(
+        Some(portal.name.clone()),
+        Some(portal.statement.id.clone()),
+        formats,
+        parameters,
+        Vec::new(),
+    );
+    Portal::try_new(&bind, Arc::new(statement)).ok()
+}
+
+/// The Arrow type of a parameter type a client declares in its Parse message; `None` for
+/// `unknown` and types planned from the query alone.
+fn declared_type(pg_type: &Type) -> Option<DataType> {
+    let scalar = |t: &Type| -> Option<DataType> {
+        Some(match *t {
+            Type::BOOL => DataType::Boolean,
+            Type::INT2 => DataType::Int16,
+            Type::INT4 => DataType::Int32,
+            Type::INT8 => DataType::Int64,
+            Type::FLOAT4 => DataType::Float32,
+            Type::FLOAT8 => DataType::Float64,
+            Type::NUMERIC => DataType::Decimal128(38, 10),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
+                DataType::Utf8
+            }
+            Type::BYTEA => DataType::Binary,
+            Type::DATE => DataType::Date32,
+            Type::TIME => DataType::Time64(TimeUnit::Microsecond),
+            Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
+            _ => return None,
+        })
+    };
+    match pg_type.kind() {
+        Kind::Array(element) => Some(DataType::List(Arc::new(Field::new_list_field(
+            scalar(element)?,
+            true,
+        )))),
+        _ => scalar(pg_type),
     }
 }
 
@@ -790,7 +921,10 @@ impl ExtendedQueryHandler for QueryHandler {
         let params = if portal.parameter_len() > 0 {
             let inferred: Vec<Option<&DataType>> =
                 prepared.param_types().iter().map(|t| t.as_ref()).collect();
-            Some(deserialize_parameters(portal, &inferred)?)
+            match json_parameters_as_text(portal) {
+                Some(portal) => Some(deserialize_parameters(&portal, &inferred)?),
+                None => Some(deserialize_parameters(portal, &inferred)?),
+            }
         } else {
             None
         };

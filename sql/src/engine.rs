@@ -345,7 +345,77 @@ impl Engine {
 
     /// Parses and plans one statement without running it.
     pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
-        let (kind, mut schema, param_types) = self.prepare_kind(session, sql).await?;
+        let (kind, schema, param_types) = self.prepare_kind(session, sql).await?;
+        Ok(Self::prepared(sql, kind, schema, param_types))
+    }
+
+    /// As [`Engine::prepare`], with the parameter types the client declared (pgwire's Parse
+    /// message; `None` where it left the type open). A parameter whose type the query does not
+    /// determine (`SELECT $1`) takes the declared type, as in PostgreSQL; one the query does
+    /// determine keeps that type and the value is cast to it.
+    pub async fn prepare_with_types(
+        &self,
+        session: &Session,
+        sql: &str,
+        declared: &[Option<DataType>],
+    ) -> Result<Prepared, EngineError> {
+        let prepared = self.prepare(session, sql).await?;
+        let PreparedKind::Plan(statement) = &prepared.inner.kind else {
+            return Ok(prepared);
+        };
+        let DfStatement::Statement(inner) = statement.as_ref() else {
+            return Ok(prepared);
+        };
+        let inferred = prepared.param_types();
+        if inferred.iter().all(Option::is_some) {
+            return Ok(prepared);
+        }
+        // `$1::int8`: like PostgreSQL, a parameter the client leaves open takes the type it is
+        // cast to.
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(DfStatement::Statement(inner.clone()))
+            .await?;
+        let cast = placeholder_cast_types(&plan)?;
+        let chosen = |i: usize| -> Option<DataType> {
+            declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| cast.get(&(i + 1)).cloned())
+        };
+        if !(0..inferred.len()).any(|i| inferred[i].is_none() && chosen(i).is_some()) {
+            return Ok(prepared);
+        }
+        let mut data_types = Vec::with_capacity(inferred.len());
+        for (i, inferred_type) in inferred.iter().enumerate() {
+            let arrow_type = inferred_type
+                .clone()
+                .or_else(|| chosen(i))
+                .unwrap_or(DataType::Utf8);
+            match sql_type_of(&arrow_type) {
+                Some(sql_type) => data_types.push(sql_type),
+                None => return Ok(prepared),
+            }
+        }
+        let typed = datafusion::sql::sqlparser::ast::Statement::Prepare {
+            name: datafusion::sql::sqlparser::ast::Ident::new(TYPED_PARAMETERS),
+            data_types,
+            statement: inner.clone(),
+        };
+        let (kind, schema, param_types) = self
+            .prepare_plan(session, DfStatement::Statement(Box::new(typed)))
+            .await?;
+        Ok(Self::prepared(sql, kind, schema, param_types))
+    }
+
+    fn prepared(
+        sql: &str,
+        kind: PreparedKind,
+        mut schema: Option<SchemaRef>,
+        param_types: Vec<Option<DataType>>,
+    ) -> Prepared {
         let names = match (&kind, &schema) {
             (PreparedKind::Plan(_), Some(planned)) => pgnames::output_names(sql, planned),
             _ => None,
@@ -353,7 +423,7 @@ impl Engine {
         if let (Some(names), Some(planned)) = (&names, &schema) {
             schema = Some(pgnames::rename_schema(planned, names));
         }
-        Ok(Prepared {
+        Prepared {
             inner: Arc::new(PreparedInner {
                 sql: sql.to_string(),
                 kind,
@@ -361,7 +431,7 @@ impl Engine {
                 schema,
                 names,
             }),
-        })
+        }
     }
 
     async fn prepare_kind(
@@ -439,11 +509,13 @@ impl Engine {
         session: &Session,
         statement: DfStatement,
     ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
-        let plan = session
-            .context()
-            .state()
-            .statement_to_plan(statement.clone())
-            .await?;
+        let plan = unwrap_typed_parameters(
+            session
+                .context()
+                .state()
+                .statement_to_plan(statement.clone())
+                .await?,
+        );
         let param_types = ordered_param_types(&plan)?;
         let schema = match &plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
@@ -501,11 +573,13 @@ impl Engine {
             PreparedKind::Plan(statement) => {
                 // Plan again rather than reuse the plan made at prepare time: tables may have been
                 // replaced since, and planning is cheap next to running.
-                let mut plan = session
-                    .context()
-                    .state()
-                    .statement_to_plan((**statement).clone())
-                    .await?;
+                let mut plan = unwrap_typed_parameters(
+                    session
+                        .context()
+                        .state()
+                        .statement_to_plan((**statement).clone())
+                        .await?,
+                );
                 if let Some(params) = params {
                     let params = coerce_params(params, &ordered_param_types(&plan)?)?;
                     plan = plan.replace_params_with_values(&params)?;
@@ -1098,6 +1172,7 @@ impl Engine {
             }
             OwnStatement::SetTransaction => Ok(Output::command("SET")),
             OwnStatement::DeallocateAll => Ok(Output::command("DEALLOCATE ALL")),
+            OwnStatement::NoOp { tag } => Ok(Output::command(*tag)),
             OwnStatement::Reset { name: None } | OwnStatement::DiscardAll => {
                 session.reset_all();
                 let tag = if matches!(own, OwnStatement::DiscardAll) {
@@ -1353,6 +1428,83 @@ fn local_path_text(resolved: &ResolvedLocation) -> Result<String, EngineError> {
     Ok(text)
 }
 
+/// The name of the PREPARE a statement is wrapped in to plan it with declared parameter types.
+const TYPED_PARAMETERS: &str = "__freshet_typed_parameters";
+
+/// The query inside the PREPARE of [`Engine::prepare_with_types`]; any other plan unchanged.
+fn unwrap_typed_parameters(plan: LogicalPlan) -> LogicalPlan {
+    match plan {
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(prepare))
+            if prepare.name == TYPED_PARAMETERS =>
+        {
+            prepare.input.as_ref().clone()
+        }
+        other => other,
+    }
+}
+
+/// The types untyped parameters are cast to in a plan (`$1::int8`), by parameter number.
+fn placeholder_cast_types(plan: &LogicalPlan) -> Result<HashMap<usize, DataType>, EngineError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr};
+    let mut types = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) = e {
+                    if let Expr::Placeholder(placeholder) = expr.as_ref() {
+                        let index = placeholder
+                            .id
+                            .strip_prefix('$')
+                            .and_then(|n| n.parse::<usize>().ok());
+                        if let (None, Some(index)) = (&placeholder.field, index) {
+                            types
+                                .entry(index)
+                                .or_insert_with(|| field.data_type().clone());
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(types)
+}
+
+/// The SQL type a declared parameter type is planned as; `None` for types without one.
+fn sql_type_of(data_type: &DataType) -> Option<datafusion::sql::sqlparser::ast::DataType> {
+    use datafusion::sql::sqlparser::ast::{
+        ArrayElemTypeDef, DataType as Sql, ExactNumberInfo, TimezoneInfo,
+    };
+    Some(match data_type {
+        DataType::Boolean => Sql::Boolean,
+        DataType::Int16 => Sql::SmallInt(None),
+        DataType::Int32 => Sql::Integer(None),
+        DataType::Int64 => Sql::BigInt(None),
+        DataType::Float32 => Sql::Real,
+        DataType::Float64 => Sql::DoublePrecision,
+        DataType::Decimal128(precision, scale) => Sql::Numeric(ExactNumberInfo::PrecisionAndScale(
+            *precision as u64,
+            *scale as i64,
+        )),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Sql::Text,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Sql::Bytea,
+        DataType::Date32 => Sql::Date,
+        DataType::Time64(_) => Sql::Time(None, TimezoneInfo::None),
+        DataType::Timestamp(_, None) => Sql::Timestamp(None, TimezoneInfo::None),
+        DataType::Timestamp(_, Some(_)) => Sql::Timestamp(None, TimezoneInfo::WithTimeZone),
+        DataType::Interval(_) => Sql::Interval {
+            fields: None,
+            precision: None,
+        },
+        DataType::List(element) => Sql::Array(ArrayElemTypeDef::SquareBracket(
+            Box::new(sql_type_of(element.data_type())?),
+            None,
+        )),
+        _ => return None,
+    })
+}
+
 fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, EngineError> {
     let types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
     let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
@@ -1505,6 +1657,7 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     datafusion_pg_catalog::setup_pg_catalog(&context, DATABASE, EmptyContextProvider)
         .map_err(|e| EngineError::from(*e))?;
     context.register_udf(version_udf());
+    context.register_udf(crate::functions::advisory_unlock_all_udf());
     crate::windows::register(&context);
     Ok(context)
 }
