@@ -239,17 +239,34 @@ pub fn alias_unnamed_items(statement: &mut Statement) -> bool {
 fn alias_in(body: &mut SetExpr, changed: &mut bool) {
     match body {
         SetExpr::Select(select) => {
+            // Column references and aliases keep their names (ORDER BY may use them) unless
+            // an earlier item has the same name.
+            let mut seen = std::collections::HashSet::new();
             for (i, item) in select.projection.iter_mut().enumerate() {
-                if let SelectItem::UnnamedExpr(expr) = item {
-                    if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                let (expr, name) = match item {
+                    SelectItem::UnnamedExpr(expr) => {
+                        let name = match expr {
+                            Expr::Identifier(ident) => Some(ident_name(ident)),
+                            Expr::CompoundIdentifier(parts) => parts.last().map(ident_name),
+                            _ => None,
+                        };
+                        (expr.clone(), name)
+                    }
+                    SelectItem::ExprWithAlias { expr, alias } => {
+                        (expr.clone(), Some(ident_name(alias)))
+                    }
+                    _ => continue,
+                };
+                if let Some(name) = name {
+                    if seen.insert(name) {
                         continue;
                     }
-                    *item = SelectItem::ExprWithAlias {
-                        expr: expr.clone(),
-                        alias: Ident::new(format!("__freshet_column_{}", i + 1)),
-                    };
-                    *changed = true;
                 }
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::new(format!("__freshet_column_{}", i + 1)),
+                };
+                *changed = true;
             }
         }
         SetExpr::Query(query) => alias_in(&mut query.body, changed),
