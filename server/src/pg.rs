@@ -481,13 +481,13 @@ fn guarded(
     })
 }
 
-/// How values are written for this session: its `DateStyle`, `IntervalStyle`, `TimeZone`,
-/// `bytea_output` and `extra_float_digits`, as set at start-up or with SET.
+/// How values are written for this session: its `IntervalStyle`, `TimeZone`, `bytea_output`
+/// and `extra_float_digits`, as set at start-up or with SET.
 fn format_options(session: &Session) -> Arc<FormatOptions> {
+    // Dates and timestamps are always written in ISO style, whatever DateStyle says, so that
+    // both are written alike.
     let mut options = FormatOptions::default();
-    if let Some(value) = session.get("datestyle") {
-        options.date_style = value;
-    }
+    options.date_style = "ISO, MDY".to_string();
     if let Some(value) = session.get("intervalstyle") {
         options.interval_style = value;
     }
