@@ -12,6 +12,7 @@
 //! - intervals: PostgreSQL's `postgres` style (`1 day 02:00:00`, `-1 days +02:00:00`), and
 //!   NULL intervals stay NULL;
 //! - numerics of every Arrow decimal width, written from their exact decimal text;
+//! - Int8 columns as int2 (`arrow-pg` writes one byte where clients read two);
 //! - `NULL`-typed columns (`SELECT NULL`) are `text`, as in PostgreSQL;
 //! - JSON: a UTF-8 column whose field carries the Arrow canonical extension `arrow.json` is
 //!   announced as `json` (OID 114);
@@ -32,10 +33,11 @@ use freshet_sql::datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatc
 use freshet_sql::datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Decimal256Type, Decimal32Type, Decimal64Type,
     DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType, DurationSecondType,
-    Field, Float32Type, Float64Type, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
-    IntervalYearMonthType, Schema, Time32MillisecondType, Time32SecondType, Time64MicrosecondType,
-    Time64NanosecondType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    Field, Float16Type, Float32Type, Float64Type, Int8Type, IntervalDayTimeType,
+    IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Schema, Time32MillisecondType,
+    Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
@@ -222,6 +224,8 @@ fn takes_over(field: &Field) -> bool {
         || matches!(
             field.data_type(),
             DataType::Null
+                | DataType::Int8
+                | DataType::Float16
                 | DataType::Float32
                 | DataType::Float64
                 | DataType::Timestamp(..)
@@ -259,6 +263,8 @@ fn cell(array: &ArrayRef, field: &Field, row: usize, zone: &Tz) -> PgWireResult<
         return Ok(Some(Value::Null));
     }
     let value = match array.data_type() {
+        DataType::Int8 => Value::Int2(array.as_primitive::<Int8Type>().value(row) as i16),
+        DataType::Float16 => Value::Float4(array.as_primitive::<Float16Type>().value(row).to_f32()),
         DataType::Float32 => Value::Float4(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => Value::Float8(array.as_primitive::<Float64Type>().value(row)),
         DataType::Timestamp(unit, tz) => {
@@ -390,6 +396,8 @@ fn offset_at(zone: &Tz, micros: i64) -> i32 {
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Null,
+    /// Arrow's Int8: PostgreSQL has no one-byte integer, so it travels as int2.
+    Int2(i16),
     Float4(f32),
     Float8(f64),
     /// Microseconds since the Unix epoch, no zone.
@@ -415,6 +423,7 @@ impl Value {
     fn text(&self, options: &FormatOptions) -> Result<Option<String>, BoxError> {
         Ok(Some(match self {
             Value::Null => return Ok(None),
+            Value::Int2(v) => v.to_string(),
             Value::Float4(v) => float4_text(*v, options.extra_float_digits),
             Value::Float8(v) => float8_text(*v, options.extra_float_digits),
             Value::Timestamp(micros) => timestamp_text(*micros)?,
@@ -486,6 +495,7 @@ impl ToSql for Value {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         match self {
             Value::Null => return Ok(IsNull::Yes),
+            Value::Int2(v) => out.put_i16(*v),
             Value::Float4(v) => out.put_f32(*v),
             Value::Float8(v) => out.put_f64(*v),
             Value::Timestamp(micros) | Value::TimestampTz { micros, .. } => {

@@ -86,6 +86,44 @@ def test_psycopg3_decodes_every_type(server, binary):
         assert oids == EXPECTED_OIDS
 
 
+# Arrow types SQL has no literal for, made with arrow_cast, with their PostgreSQL types.
+ARROW_TYPES = """
+SELECT arrow_cast(-5, 'Int8') AS i1, arrow_cast(200, 'UInt8') AS u1,
+       arrow_cast(60000, 'UInt16') AS u2, arrow_cast(4000000000, 'UInt32') AS u4,
+       arrow_cast(18446744073709551615, 'UInt64') AS u8, arrow_cast(1.25, 'Float16') AS half,
+       arrow_cast('l', 'LargeUtf8') AS large, arrow_cast('v', 'Utf8View') AS view,
+       arrow_cast(1.5, 'Decimal256(40, 3)') AS wide, arrow_cast(-0.0012, 'Decimal128(10, 4)') AS small,
+       arrow_cast(arrow_cast(90000000, 'Int64'), 'Duration(Microsecond)') AS dur,
+       arrow_cast(TIMESTAMP '2020-01-02 03:04:05', 'Timestamp(Second, None)') AS ts_s,
+       arrow_cast(arrow_cast(45296000000, 'Int64'), 'Time64(Microsecond)') AS t64,
+       ARRAY[TIMESTAMP '2020-01-02 03:04:05'] AS ts_arr, ARRAY[INTERVAL '1 day'] AS iv_arr,
+       ARRAY[1.50::numeric(5,2)] AS num_arr, ARRAY[1.5, NULL] AS float_arr,
+       CAST(NULL AS DOUBLE) AS null_f8, CAST(NULL AS TIMESTAMP) AS null_ts,
+       CAST(NULL AS INTERVAL) AS null_iv
+"""
+
+ARROW_EXPECTED = {
+    "i1": (-5, 21), "u1": (200, 21), "u2": (60000, 23), "u4": (4000000000, 20),
+    "u8": (decimal.Decimal("18446744073709551615"), 1700), "half": (1.25, 700),
+    "large": ("l", 25), "view": ("v", 25), "wide": (decimal.Decimal("1.500"), 1700),
+    "small": (decimal.Decimal("-0.0012"), 1700), "dur": (dt.timedelta(seconds=90), 1186),
+    "ts_s": (dt.datetime(2020, 1, 2, 3, 4, 5), 1114), "t64": (dt.time(12, 34, 56), 1083),
+    "ts_arr": ([dt.datetime(2020, 1, 2, 3, 4, 5)], 1115), "iv_arr": ([dt.timedelta(days=1)], 1187),
+    "num_arr": ([decimal.Decimal("1.50")], 1231), "float_arr": ([1.5, None], 1022),
+    "null_f8": (None, 701), "null_ts": (None, 1114), "null_iv": (None, 1186),
+}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_psycopg3_decodes_arrow_only_types(server, binary):
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(ARROW_TYPES)
+            row = cur.fetchone()
+            got = {d.name: (value, d.type_code) for d, value in zip(cur.description, row)}
+        assert got == ARROW_EXPECTED
+
+
 def test_psycopg3_server_side_parameters_round_trip(server):
     values = [
         7, 2**40, 1.25, "héllo", True, False,
