@@ -7,6 +7,7 @@ mod flight;
 mod http;
 mod metrics;
 mod pg;
+mod pg_encode;
 mod pg_stream;
 mod server;
 

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use freshet_sql::datafusion::arrow::array::RecordBatch;
-use freshet_sql::datafusion::arrow::datatypes::DataType;
+use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
 use freshet_sql::{
     split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
@@ -27,7 +27,7 @@ use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, AuthSource,
-    DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+    LoginInfo, Password, ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -45,10 +45,12 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
+use postgres_types::Kind;
 use tokio::sync::watch;
 
 use crate::config::User;
 use crate::metrics::Metrics;
+use crate::pg_encode::{encode_batch, pg_fields};
 use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
 
 /// SCRAM iterations, as PostgreSQL's default.
@@ -136,19 +138,89 @@ fn scram(users: Arc<UserStore>) -> ScramAuth {
     auth
 }
 
-fn server_parameters() -> DefaultServerParameterProvider {
-    let mut parameters = DefaultServerParameterProvider::default();
-    parameters.server_version = freshet_sql::PG_SERVER_VERSION.to_string();
-    parameters.time_zone = "UTC".to_string();
-    parameters.date_style = "ISO, MDY".to_string();
-    parameters.application_name = None;
-    parameters
+fn server_parameters() -> ServerParameters {
+    ServerParameters
+}
+
+/// Settings a client may choose in its start-up packet (or in `options=-c name=value`), which
+/// then apply to its session and are echoed in the start-up ParameterStatus.
+const STARTUP_SETTINGS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "extra_float_digits",
+    "bytea_output",
+    "search_path",
+    "statement_timeout",
+];
+
+/// The settings a client asked for at start-up, by lower-case name: start-up parameters and
+/// `-c name=value` / `--name=value` in `options`.
+fn startup_settings(metadata: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut add = |name: &str, value: &str| {
+        let name = name.trim().to_ascii_lowercase();
+        if STARTUP_SETTINGS.contains(&name.as_str()) {
+            settings.retain(|(n, _)| *n != name);
+            settings.push((name, value.trim().to_string()));
+        }
+    };
+    if let Some(options) = metadata.get("options") {
+        let mut words = options.split_whitespace();
+        while let Some(word) = words.next() {
+            let assignment = match word {
+                "-c" => words.next(),
+                other => other
+                    .strip_prefix("--")
+                    .or_else(|| other.strip_prefix("-c")),
+            };
+            if let Some((name, value)) = assignment.and_then(|a| a.split_once('=')) {
+                add(&name.replace('-', "_"), value);
+            }
+        }
+    }
+    for (name, value) in metadata {
+        add(name, value);
+    }
+    settings
+}
+
+/// The ParameterStatus messages sent after authentication: the settings PostgreSQL reports,
+/// with the values the client chose at start-up.
+struct ServerParameters;
+
+impl ServerParameterProvider for ServerParameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let metadata = client.metadata();
+        let user = metadata
+            .get(METADATA_USER)
+            .map(String::as_str)
+            .unwrap_or("freshet");
+        let chosen = startup_settings(metadata);
+        Some(
+            freshet_sql::startup_parameters(user)
+                .into_iter()
+                .map(|(name, default)| {
+                    let value = chosen
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or(default);
+                    (name, value)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Authentication at connection start-up: none (any user name) or SCRAM-SHA-256.
 enum Startup {
     Trust,
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    Scram(Box<SASLAuthStartupHandler<ServerParameters>>),
 }
 
 #[async_trait]
@@ -319,8 +391,14 @@ fn connection<C: ClientInfo>(frontend: &PgFrontend, client: &C) -> Arc<Connectio
             .metrics
             .pg_connections_total
             .fetch_add(1, Ordering::Relaxed);
+        let session = frontend.engine.new_session(&user);
+        for (name, value) in startup_settings(client.metadata()) {
+            if let Err(err) = session.set(&name, Some(&value)) {
+                tracing::debug!(%name, %value, error = %err, "start-up setting ignored");
+            }
+        }
         Connection {
-            session: frontend.engine.new_session(&user),
+            session,
             canceller,
             _counted: ConnectionCount(frontend.metrics.clone()),
         }
@@ -403,8 +481,29 @@ fn guarded(
     })
 }
 
-fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
-    Arc::new(FormatOptions::from_client_metadata(client.metadata()))
+/// How values are written for this session: its `IntervalStyle`, `TimeZone`, `bytea_output`
+/// and `extra_float_digits`, as set at start-up or with SET.
+fn format_options(session: &Session) -> Arc<FormatOptions> {
+    // Dates and timestamps are always written in ISO style, whatever DateStyle says, so that
+    // both are written alike.
+    let mut options = FormatOptions::default();
+    options.date_style = "ISO, MDY".to_string();
+    if let Some(value) = session.get("intervalstyle") {
+        options.interval_style = value;
+    }
+    if let Some(value) = session.get("bytea_output") {
+        options.bytea_output = value;
+    }
+    if let Some(value) = session.get("timezone") {
+        options.time_zone = value;
+    }
+    if let Some(digits) = session
+        .get("extra_float_digits")
+        .and_then(|v| v.trim().parse::<i8>().ok())
+    {
+        options.extra_float_digits = digits.clamp(-15, 3);
+    }
+    Arc::new(options)
 }
 
 fn rows_response(
@@ -413,7 +512,7 @@ fn rows_response(
     format: &Format,
     options: Arc<FormatOptions>,
 ) -> Result<QueryResponse, EngineError> {
-    let fields = arrow_schema_to_pg_fields(stream.schema().as_ref(), format, Some(options))
+    let fields = pg_fields(stream.schema().as_ref(), format, options)
         .map_err(|e| EngineError::unsupported(e.to_string()))?;
     let fields = Arc::new(fields);
     let encoder_fields = fields.clone();
@@ -421,7 +520,7 @@ fn rows_response(
         .map(
             move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
                 match batch {
-                    Ok(batch) => encode_recordbatch(encoder_fields.clone(), batch),
+                    Ok(batch) => Box::new(encode_batch(encoder_fields.clone(), batch)),
                     Err(err) => Box::new(std::iter::once(Err(pg_error(err)))),
                 }
             },
@@ -464,10 +563,10 @@ impl QueryHandler {
                 ))
             }
         };
-        let fields = arrow_schema_to_pg_fields(
+        let fields = pg_fields(
             stream.schema().as_ref(),
             &Format::UnifiedText,
-            Some(format_options(client)),
+            format_options(&connection.session),
         )
         .map_err(|e| EngineError::unsupported(e.to_string()))?;
         let rows = Box::pin(guarded(stream, guard));
@@ -508,13 +607,13 @@ impl QueryHandler {
                 stream,
                 guard,
                 format,
-                format_options(client),
+                format_options(&connection.session),
             )?)),
             Output::Live(stream) => {
-                let fields = arrow_schema_to_pg_fields(
+                let fields = pg_fields(
                     stream.schema().as_ref(),
                     format,
-                    Some(format_options(client)),
+                    format_options(&connection.session),
                 )
                 .map_err(|e| EngineError::unsupported(e.to_string()))?;
                 let rows = Box::pin(guarded(stream, guard));
@@ -616,7 +715,7 @@ impl QueryParser for StatementParser {
         &self,
         client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
@@ -628,17 +727,28 @@ impl QueryParser for StatementParser {
                 "cannot insert multiple commands into a prepared statement",
             )));
         }
-        let text = statements.into_iter().next().unwrap_or_default();
+        let mut text = statements.into_iter().next().unwrap_or_default();
+        if let Some(replacement) = client_query_replacement(&text) {
+            tracing::debug!(sql = %text, "known client query answered by its replacement");
+            text = replacement.to_string();
+        }
+        let declared: Vec<Option<DataType>> = types
+            .iter()
+            .map(|t| t.as_ref().and_then(declared_type))
+            .collect();
         let prepared = self
             .frontend
             .engine
-            .prepare(&connection.session, &text)
+            .prepare_with_types(&connection.session, &text, &declared)
             .await
             .map_err(pg_error)?;
         Ok(Some(prepared))
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        if statement.sql() == ASYNCPG_TYPE_INTROSPECTION {
+            return Ok(vec![Type::OID_ARRAY]);
+        }
         statement
             .param_types()
             .iter()
@@ -655,11 +765,132 @@ impl QueryParser for StatementParser {
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match statement.schema() {
-            Some(schema) => {
-                arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
-            }
+            Some(schema) => pg_fields(
+                schema,
+                format.unwrap_or(&Format::UnifiedText),
+                Arc::new(FormatOptions::default()),
+            ),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// asyncpg's type introspection (`INTRO_LOOKUP_TYPES_13`, sent for types it has no built-in
+/// codec for, arrays among them), answered without its recursive CTE and correlated scalar
+/// subqueries, which the planner cannot run. Freshet has no domains, ranges or composite
+/// types, so the rows asyncpg needs are the requested types and the elements of array types.
+/// Every column and the parameter must have types asyncpg decodes without introspection (or
+/// it would introspect again): `attrtypoids` (always NULL here) is `text[]`, and the
+/// parameter is announced as `oid[]` (see [`StatementParser::get_parameter_types`]).
+const ASYNCPG_TYPE_INTROSPECTION: &str = "\
+SELECT t.oid AS oid, ns.nspname AS ns, t.typname AS name, t.typtype AS kind,
+       CAST(NULL AS INT) AS basetype, e.oid AS elemtype, e.typdelim AS elemdelim,
+       CAST(NULL AS INT) AS range_subtype, CAST(NULL AS TEXT[]) AS attrtypoids,
+       CAST(NULL AS TEXT[]) AS attrnames, 0 AS depth, CAST(NULL AS TEXT) AS basetype_name,
+       e.typname AS elemtype_name, CAST(NULL AS TEXT) AS range_subtype_name
+FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace ns ON ns.oid = t.typnamespace
+LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typelem <> 0
+WHERE t.oid = any($1::oid[])
+UNION ALL
+SELECT e.oid, ns.nspname, e.typname, e.typtype, NULL, NULL, NULL, NULL, NULL, NULL, 1, NULL,
+       NULL, NULL
+FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_type e ON e.oid = t.typelem
+JOIN pg_catalog.pg_namespace ns ON ns.oid = e.typnamespace
+WHERE t.oid = any($1::oid[]) AND t.typelem <> 0
+ORDER BY depth DESC";
+
+/// A query a driver sends that the planner cannot run as written, with what Freshet runs in
+/// its place; `None` for every other query.
+fn client_query_replacement(sql: &str) -> Option<&'static str> {
+    let words: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.contains("WITH RECURSIVE typeinfo_tree(") && words.contains("ti.oid = any($1::oid[])")
+    {
+        return Some(ASYNCPG_TYPE_INTROSPECTION);
+    }
+    // asyncpg turns JIT off around its introspection; Freshet's `jit` setting is always off.
+    if words == "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new" {
+        return Some("SELECT 'off' AS cur, 'off' AS new");
+    }
+    None
+}
+
+/// JSON parameters are text to the engine: a copy of the portal with `json`/`jsonb` declared
+/// as `text` (and jsonb's binary version byte removed), or `None` when there are none.
+fn json_parameters_as_text(portal: &Portal<Prepared>) -> Option<Portal<Prepared>> {
+    let types = &portal.statement.parameter_types;
+    let is_json = |t: &Option<Type>| matches!(t, Some(t) if *t == Type::JSON || *t == Type::JSONB);
+    if !types.iter().any(is_json) {
+        return None;
+    }
+    let mut parameters = portal.parameters.clone();
+    for (i, declared) in types.iter().enumerate() {
+        let binary_jsonb = matches!(declared, Some(t) if *t == Type::JSONB)
+            && portal.parameter_format.is_binary(i);
+        if let (true, Some(Some(bytes))) = (binary_jsonb, parameters.get_mut(i)) {
+            if bytes.first() == Some(&1) {
+                *bytes = bytes.slice(1..);
+            }
+        }
+    }
+    let statement = pgwire::api::stmt::StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        types
+            .iter()
+            .map(|t| {
+                if is_json(t) {
+                    Some(Type::TEXT)
+                } else {
+                    t.clone()
+                }
+            })
+            .collect(),
+    );
+    let formats = (0..parameters.len())
+        .map(|i| i16::from(portal.parameter_format.is_binary(i)))
+        .collect();
+    let bind = pgwire::messages::extendedquery::Bind::new(
+        Some(portal.name.clone()),
+        Some(portal.statement.id.clone()),
+        formats,
+        parameters,
+        Vec::new(),
+    );
+    Portal::try_new(&bind, Arc::new(statement)).ok()
+}
+
+/// The Arrow type of a parameter type a client declares in its Parse message; `None` for
+/// `unknown` and types planned from the query alone.
+fn declared_type(pg_type: &Type) -> Option<DataType> {
+    let scalar = |t: &Type| -> Option<DataType> {
+        Some(match *t {
+            Type::BOOL => DataType::Boolean,
+            Type::INT2 => DataType::Int16,
+            Type::INT4 => DataType::Int32,
+            Type::INT8 => DataType::Int64,
+            Type::FLOAT4 => DataType::Float32,
+            Type::FLOAT8 => DataType::Float64,
+            Type::NUMERIC => DataType::Decimal128(38, 10),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
+                DataType::Utf8
+            }
+            Type::BYTEA => DataType::Binary,
+            Type::DATE => DataType::Date32,
+            Type::TIME => DataType::Time64(TimeUnit::Microsecond),
+            Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
+            _ => return None,
+        })
+    };
+    match pg_type.kind() {
+        Kind::Array(element) => Some(DataType::List(Arc::new(Field::new_list_field(
+            scalar(element)?,
+            true,
+        )))),
+        _ => scalar(pg_type),
     }
 }
 
@@ -690,7 +921,10 @@ impl ExtendedQueryHandler for QueryHandler {
         let params = if portal.parameter_len() > 0 {
             let inferred: Vec<Option<&DataType>> =
                 prepared.param_types().iter().map(|t| t.as_ref()).collect();
-            Some(deserialize_parameters(portal, &inferred)?)
+            match json_parameters_as_text(portal) {
+                Some(portal) => Some(deserialize_parameters(&portal, &inferred)?),
+                None => Some(deserialize_parameters(portal, &inferred)?),
+            }
         } else {
             None
         };

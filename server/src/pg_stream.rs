@@ -5,12 +5,13 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::encode_recordbatch;
 use bytes::{Buf, Bytes};
 use freshet_sql::datafusion::arrow::array::RecordBatch;
 use freshet_sql::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use freshet_sql::datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use freshet_sql::{EngineError, ErrorKind};
+
+use crate::pg_encode::encode_batch;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::results::FieldInfo;
 use pgwire::error::PgWireError;
@@ -169,7 +170,7 @@ where
     let mut rows = 0;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
-        for row in encode_recordbatch(fields.clone(), batch) {
+        for row in encode_batch(fields.clone(), batch) {
             let row = row.map_err(|e| EngineError::internal(e.to_string()))?;
             client
                 .feed(PgWireBackendMessage::DataRow(row))
@@ -213,7 +214,7 @@ where
     let mut rows = 0;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
-        for row in encode_recordbatch(fields.clone(), batch) {
+        for row in encode_batch(fields.clone(), batch) {
             let row = row.map_err(|e| EngineError::internal(e.to_string()))?;
             let values = row_values(&row);
             let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();

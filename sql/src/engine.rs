@@ -32,6 +32,7 @@ use crate::catalog::{CatalogStore, Entry, EntryKind};
 use crate::error::{EngineError, ErrorKind};
 use crate::functions::version_udf;
 use crate::parser::{self, OwnStatement, TransactionKind};
+use crate::pgnames;
 use crate::session::Session;
 use crate::sources::{check_watermark, CreateSource, SourceHandle, SourceTable};
 use crate::streaming::{StreamDefaults, Streams};
@@ -112,6 +113,9 @@ struct PreparedInner {
     kind: PreparedKind,
     param_types: Vec<Option<DataType>>,
     schema: Option<SchemaRef>,
+    /// Result column names as PostgreSQL gives them, put on the rows when they are produced
+    /// (see [`crate::pgnames`]); `None` keeps the planner's names.
+    names: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -350,14 +354,92 @@ impl Engine {
     /// Parses and plans one statement without running it.
     pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
         let (kind, schema, param_types) = self.prepare_kind(session, sql).await?;
-        Ok(Prepared {
+        Ok(Self::prepared(sql, kind, schema, param_types))
+    }
+
+    /// As [`Engine::prepare`], with the parameter types the client declared (pgwire's Parse
+    /// message; `None` where it left the type open). A parameter whose type the query does not
+    /// determine (`SELECT $1`) takes the declared type, as in PostgreSQL; one the query does
+    /// determine keeps that type and the value is cast to it.
+    pub async fn prepare_with_types(
+        &self,
+        session: &Session,
+        sql: &str,
+        declared: &[Option<DataType>],
+    ) -> Result<Prepared, EngineError> {
+        let prepared = self.prepare(session, sql).await?;
+        let PreparedKind::Plan(statement) = &prepared.inner.kind else {
+            return Ok(prepared);
+        };
+        let DfStatement::Statement(inner) = statement.as_ref() else {
+            return Ok(prepared);
+        };
+        let inferred = prepared.param_types();
+        if inferred.iter().all(Option::is_some) {
+            return Ok(prepared);
+        }
+        // `$1::int8`: like PostgreSQL, a parameter the client leaves open takes the type it is
+        // cast to.
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(DfStatement::Statement(inner.clone()))
+            .await?;
+        let cast = placeholder_cast_types(&plan)?;
+        let chosen = |i: usize| -> Option<DataType> {
+            declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| cast.get(&(i + 1)).cloned())
+        };
+        if !(0..inferred.len()).any(|i| inferred[i].is_none() && chosen(i).is_some()) {
+            return Ok(prepared);
+        }
+        let mut data_types = Vec::with_capacity(inferred.len());
+        for (i, inferred_type) in inferred.iter().enumerate() {
+            let arrow_type = inferred_type
+                .clone()
+                .or_else(|| chosen(i))
+                .unwrap_or(DataType::Utf8);
+            match sql_type_of(&arrow_type) {
+                Some(sql_type) => data_types.push(sql_type),
+                None => return Ok(prepared),
+            }
+        }
+        let typed = datafusion::sql::sqlparser::ast::Statement::Prepare {
+            name: datafusion::sql::sqlparser::ast::Ident::new(TYPED_PARAMETERS),
+            data_types,
+            statement: inner.clone(),
+        };
+        let (kind, schema, param_types) = self
+            .prepare_plan(session, DfStatement::Statement(Box::new(typed)))
+            .await?;
+        Ok(Self::prepared(sql, kind, schema, param_types))
+    }
+
+    fn prepared(
+        sql: &str,
+        kind: PreparedKind,
+        mut schema: Option<SchemaRef>,
+        param_types: Vec<Option<DataType>>,
+    ) -> Prepared {
+        let names = match (&kind, &schema) {
+            (PreparedKind::Plan(_), Some(planned)) => pgnames::output_names(sql, planned),
+            _ => None,
+        };
+        if let (Some(names), Some(planned)) = (&names, &schema) {
+            schema = Some(pgnames::rename_schema(planned, names));
+        }
+        Prepared {
             inner: Arc::new(PreparedInner {
                 sql: sql.to_string(),
                 kind,
                 param_types,
                 schema,
+                names,
             }),
-        })
+        }
     }
 
     async fn prepare_kind(
@@ -413,8 +495,23 @@ impl Engine {
         }
         let mut statement = statements.remove(0);
         crate::pg_compat::rewrite::rewrite(&mut statement);
-        let statement = DfStatement::Statement(Box::new(statement));
-        self.prepare_plan(session, statement).await
+        match self
+            .prepare_plan(session, DfStatement::Statement(Box::new(statement.clone())))
+            .await
+        {
+            // PostgreSQL accepts select items with the same expression (`SELECT 1, 1`);
+            // DataFusion needs distinct names, so such a query is planned again with aliases.
+            Err(err)
+                if err
+                    .message()
+                    .contains("Projections require unique expression names")
+                    && pgnames::alias_unnamed_items(&mut statement) =>
+            {
+                self.prepare_plan(session, DfStatement::Statement(Box::new(statement)))
+                    .await
+            }
+            result => result,
+        }
     }
 
     async fn prepare_plan(
@@ -422,11 +519,13 @@ impl Engine {
         session: &Session,
         statement: DfStatement,
     ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
-        let plan = session
-            .context()
-            .state()
-            .statement_to_plan(statement.clone())
-            .await?;
+        let plan = unwrap_typed_parameters(
+            session
+                .context()
+                .state()
+                .statement_to_plan(statement.clone())
+                .await?,
+        );
         let param_types = ordered_param_types(&plan)?;
         let schema = match &plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
@@ -484,16 +583,24 @@ impl Engine {
             PreparedKind::Plan(statement) => {
                 // Plan again rather than reuse the plan made at prepare time: tables may have been
                 // replaced since, and planning is cheap next to running.
-                let mut plan = session
-                    .context()
-                    .state()
-                    .statement_to_plan((**statement).clone())
-                    .await?;
+                let mut plan = unwrap_typed_parameters(
+                    session
+                        .context()
+                        .state()
+                        .statement_to_plan((**statement).clone())
+                        .await?,
+                );
                 if let Some(params) = params {
                     let params = coerce_params(params, &ordered_param_types(&plan)?)?;
                     plan = plan.replace_params_with_values(&params)?;
                 }
-                self.execute_plan(session, plan, prepared.sql()).await
+                let output = self.execute_plan(session, plan, prepared.sql()).await?;
+                Ok(match (output, &prepared.inner.names) {
+                    (Output::Rows(stream), Some(names)) => {
+                        Output::Rows(pgnames::rename_stream(stream, names))
+                    }
+                    (output, _) => output,
+                })
             }
         }
     }
@@ -1078,6 +1185,7 @@ impl Engine {
             }
             OwnStatement::SetTransaction => Ok(Output::command("SET")),
             OwnStatement::DeallocateAll => Ok(Output::command("DEALLOCATE ALL")),
+            OwnStatement::NoOp { tag } => Ok(Output::command(*tag)),
             OwnStatement::Reset { name: None } | OwnStatement::DiscardAll => {
                 session.reset_all();
                 let tag = if matches!(own, OwnStatement::DiscardAll) {
@@ -1333,6 +1441,83 @@ fn local_path_text(resolved: &ResolvedLocation) -> Result<String, EngineError> {
     Ok(text)
 }
 
+/// The name of the PREPARE a statement is wrapped in to plan it with declared parameter types.
+const TYPED_PARAMETERS: &str = "__freshet_typed_parameters";
+
+/// The query inside the PREPARE of [`Engine::prepare_with_types`]; any other plan unchanged.
+fn unwrap_typed_parameters(plan: LogicalPlan) -> LogicalPlan {
+    match plan {
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(prepare))
+            if prepare.name == TYPED_PARAMETERS =>
+        {
+            prepare.input.as_ref().clone()
+        }
+        other => other,
+    }
+}
+
+/// The types untyped parameters are cast to in a plan (`$1::int8`), by parameter number.
+fn placeholder_cast_types(plan: &LogicalPlan) -> Result<HashMap<usize, DataType>, EngineError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr};
+    let mut types = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) = e {
+                    if let Expr::Placeholder(placeholder) = expr.as_ref() {
+                        let index = placeholder
+                            .id
+                            .strip_prefix('$')
+                            .and_then(|n| n.parse::<usize>().ok());
+                        if let (None, Some(index)) = (&placeholder.field, index) {
+                            types
+                                .entry(index)
+                                .or_insert_with(|| field.data_type().clone());
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(types)
+}
+
+/// The SQL type a declared parameter type is planned as; `None` for types without one.
+fn sql_type_of(data_type: &DataType) -> Option<datafusion::sql::sqlparser::ast::DataType> {
+    use datafusion::sql::sqlparser::ast::{
+        ArrayElemTypeDef, DataType as Sql, ExactNumberInfo, TimezoneInfo,
+    };
+    Some(match data_type {
+        DataType::Boolean => Sql::Boolean,
+        DataType::Int16 => Sql::SmallInt(None),
+        DataType::Int32 => Sql::Integer(None),
+        DataType::Int64 => Sql::BigInt(None),
+        DataType::Float32 => Sql::Real,
+        DataType::Float64 => Sql::DoublePrecision,
+        DataType::Decimal128(precision, scale) => Sql::Numeric(ExactNumberInfo::PrecisionAndScale(
+            *precision as u64,
+            *scale as i64,
+        )),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Sql::Text,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Sql::Bytea,
+        DataType::Date32 => Sql::Date,
+        DataType::Time64(_) => Sql::Time(None, TimezoneInfo::None),
+        DataType::Timestamp(_, None) => Sql::Timestamp(None, TimezoneInfo::None),
+        DataType::Timestamp(_, Some(_)) => Sql::Timestamp(None, TimezoneInfo::WithTimeZone),
+        DataType::Interval(_) => Sql::Interval {
+            fields: None,
+            precision: None,
+        },
+        DataType::List(element) => Sql::Array(ArrayElemTypeDef::SquareBracket(
+            Box::new(sql_type_of(element.data_type())?),
+            None,
+        )),
+        _ => return None,
+    })
+}
+
 fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, EngineError> {
     let types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
     let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
@@ -1489,12 +1674,18 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     config
         .options_mut()
         .set("datafusion.sql_parser.dialect", "PostgreSQL")?;
+    // With a zone set, `timestamptz` and `now()` are zoned timestamps (sent as timestamptz, as
+    // PostgreSQL does) rather than naive ones. Values are shown in each session's TimeZone.
+    config
+        .options_mut()
+        .set("datafusion.execution.time_zone", "+00:00")?;
     let runtime = RuntimeEnvBuilder::new().build_arc()?;
     let context = SessionContext::new_with_config_rt(config, runtime);
     let local = url::Url::parse("file://").map_err(|e| EngineError::internal(e.to_string()))?;
     context.register_object_store(&local, Arc::new(SandboxedLocalStore::new(policy.clone())));
     crate::pg_compat::setup(&context, DATABASE)?;
     context.register_udf(version_udf());
+    context.register_udf(crate::functions::advisory_unlock_all_udf());
     crate::windows::register(&context);
     Ok(context)
 }

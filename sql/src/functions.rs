@@ -32,3 +32,15 @@ pub fn version_udf() -> ScalarUDF {
         }),
     )
 }
+
+/// `pg_advisory_unlock_all()`: Freshet takes no advisory locks, so there is none to release.
+/// Connection pools (asyncpg) call it when a connection is given back.
+pub fn advisory_unlock_all_udf() -> ScalarUDF {
+    create_udf(
+        "pg_advisory_unlock_all",
+        vec![],
+        DataType::Null,
+        Volatility::Volatile,
+        Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Null))),
+    )
+}

@@ -15,6 +15,7 @@ mod functions;
 pub mod models;
 pub mod parser;
 mod pg_compat;
+pub mod pgnames;
 mod session;
 pub mod sources;
 pub mod streaming;

@@ -36,6 +36,10 @@ pub enum OwnStatement {
     /// `DEALLOCATE [PREPARE] ALL`: drivers (psycopg) send it after DDL to drop their prepared
     /// statements; protocol-level statements are per connection and need nothing here.
     DeallocateAll,
+    /// `CLOSE ALL` and `UNLISTEN …`: Freshet has neither cursors nor notification channels,
+    /// so there is nothing to close or stop listening to. Connection pools (asyncpg) send them
+    /// when a connection is given back. The tag is PostgreSQL's.
+    NoOp { tag: &'static str },
     /// `CREATE SOURCE …`: a Kafka topic or a generator as a table.
     CreateSource(Box<crate::sources::CreateSource>),
     /// `DROP SOURCE [IF EXISTS] name`.
@@ -187,6 +191,10 @@ pub fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
         {
             Some(OwnStatement::DeallocateAll)
         }
+        "CLOSE" if keyword_at(&tokens, 1).as_deref() == Some("ALL") => Some(OwnStatement::NoOp {
+            tag: "CLOSE CURSOR ALL",
+        }),
+        "UNLISTEN" => Some(OwnStatement::NoOp { tag: "UNLISTEN" }),
         "CREATE" if starts_with(&tokens, &["CREATE", "SOURCE"]) => Some(
             OwnStatement::CreateSource(Box::new(crate::sources::parse_create_source(sql)?)),
         ),
@@ -457,6 +465,12 @@ mod tests {
     fn deallocate_all_is_ours_and_deallocate_name_is_datafusions() {
         for sql in ["DEALLOCATE ALL", "deallocate prepare all"] {
             assert_eq!(parse_own(sql).unwrap(), Some(OwnStatement::DeallocateAll));
+        }
+        for (sql, tag) in [
+            ("CLOSE ALL", "CLOSE CURSOR ALL"),
+            ("UNLISTEN *", "UNLISTEN"),
+        ] {
+            assert_eq!(parse_own(sql).unwrap(), Some(OwnStatement::NoOp { tag }));
         }
         assert_eq!(parse_own("DEALLOCATE my_plan").unwrap(), None);
     }

@@ -109,7 +109,7 @@ const SETTINGS: &[Setting] = &[
         "default_transaction_read_only",
         "default_transaction_read_only",
         "off",
-        false,
+        true,
         false,
     ),
     setting(

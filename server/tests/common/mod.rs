@@ -62,7 +62,11 @@ impl TestServer {
     /// on free ports, and waits until it listens.
     pub fn start(work_dir: &Path, options: &Options) -> Self {
         let data_dir = work_dir.join("data-dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_freshet"));
+        // $FRESHET_BIN overrides the binary cargo built (as for the Python suites), e.g. when
+        // several worktrees share one target directory.
+        let binary =
+            std::env::var_os("FRESHET_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_freshet").into());
+        let mut command = Command::new(binary);
         command
             .arg(options.subcommand.unwrap_or("serve"))
             .arg("--data-dir")
