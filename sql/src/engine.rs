@@ -339,9 +339,13 @@ impl Engine {
             .with_session_id(format!("freshet-{id}"))
             .build();
         let session = Session::new(user, SessionContext::new_with_state(state));
+        // PostgreSQL's backend PIDs are positive int4s; session numbers wrap around in
+        // that range.
+        let backend_pid = i32::try_from(id % i32::MAX as u64).unwrap_or(i32::MAX);
         crate::pg_compat::register_session_functions(
             session.context(),
             user,
+            backend_pid,
             session.setting_reader(),
         );
         session

@@ -33,7 +33,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
-use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
+use datafusion_pg_catalog::pg_catalog::{ArrowTable, PgCatalogStaticTables};
 
 /// The role that owns every object.
 pub(crate) const OWNER_ROLE: &str = "freshet";
@@ -180,7 +180,7 @@ impl CatalogSource {
                 name: name.clone(),
                 table_type: table.table_type(),
                 columns: table.schema(),
-                definition: table.get_table_definition().map(str::to_string),
+                definition: table.get_table_definition().map(view_query),
             });
         }
         state.by_oid = relations
@@ -213,6 +213,17 @@ impl CatalogSource {
     }
 }
 
+/// The query of a view definition: PostgreSQL's `pg_get_viewdef` and `pg_views.definition` hold
+/// only the `SELECT`, while a plain view keeps the whole `CREATE VIEW` statement it was made
+/// with. Other definitions (a materialized view's query) are already queries.
+fn view_query(definition: &str) -> String {
+    use datafusion::sql::sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
+    match Parser::parse_sql(&PostgreSqlDialect {}, definition).as_deref() {
+        Ok([Statement::CreateView(view)]) => view.query.to_string(),
+        _ => definition.to_string(),
+    }
+}
+
 /// The schemas a bare name is looked up in, as PostgreSQL's default search path.
 const SEARCH_PATH: &[&str] = &["public", "pg_catalog"];
 
@@ -242,13 +253,18 @@ pub(crate) struct PgColumnType {
     pub dimensions: i32,
 }
 
-/// The PostgreSQL type of an Arrow column: the type the wire protocol sends it as.
-pub(crate) fn pg_column_type(data_type: &DataType) -> PgColumnType {
-    let data_type = match data_type {
+/// The PostgreSQL type of an Arrow column: the type the wire protocol sends it as, from the
+/// field's type and its metadata (an `Int32` catalog column tagged as an OID is `oid`).
+pub(crate) fn pg_column_type(field: &Field) -> PgColumnType {
+    let data_type = match field.data_type() {
         DataType::Dictionary(_, value) => value.as_ref(),
         other => other,
     };
-    let oid = arrow_pg::datatypes::into_pg_type(data_type)
+    let wire_field = Arc::new(
+        Field::new(field.name(), data_type.clone(), field.is_nullable())
+            .with_metadata(field.metadata().clone()),
+    );
+    let oid = arrow_pg::datatypes::field_into_pg_type(&wire_field)
         .map(|t| t.oid())
         .unwrap_or(25);
     let (len, by_value, align, storage) = match oid {
@@ -345,6 +361,7 @@ pub(crate) fn live_table(
         "pg_roles" => (pg_roles_schema(), pg_roles_rows),
         "pg_authid" => return pg_authid(static_tables).map(Some),
         "pg_index" => return pg_index(static_tables).map(Some),
+        "pg_constraint" => return pg_constraint(static_tables).map(Some),
         _ => return Ok(None),
     };
     streaming(Arc::new(LiveTable {
@@ -427,9 +444,9 @@ fn pg_class_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         oid_field("oid", kind::OID, false),
         Field::new("relname", DataType::Utf8, false),
-        oid_field("relnamespace", kind::REGNAMESPACE, false),
-        oid_field("reltype", kind::REGTYPE, false),
-        oid_field("reloftype", kind::REGTYPE, true),
+        oid_field("relnamespace", kind::OID, false),
+        oid_field("reltype", kind::OID, false),
+        oid_field("reloftype", kind::OID, true),
         int("relowner"),
         int("relam"),
         int("relfilenode"),
@@ -437,7 +454,7 @@ fn pg_class_schema() -> SchemaRef {
         int("relpages"),
         Field::new("reltuples", DataType::Float32, false),
         int("relallvisible"),
-        oid_field("reltoastrelid", kind::REGCLASS, false),
+        oid_field("reltoastrelid", kind::OID, false),
         flag("relhasindex"),
         flag("relisshared"),
         Field::new("relpersistence", DataType::Utf8, false),
@@ -452,7 +469,7 @@ fn pg_class_schema() -> SchemaRef {
         flag("relispopulated"),
         Field::new("relreplident", DataType::Utf8, false),
         flag("relispartition"),
-        oid_field("relrewrite", kind::REGCLASS, true),
+        oid_field("relrewrite", kind::OID, true),
         int("relfrozenxid"),
         int("relminmxid"),
         text_list_field("relacl"),
@@ -514,9 +531,9 @@ fn pg_attribute_schema() -> SchemaRef {
     let flag = |name: &str| Field::new(name, DataType::Boolean, false);
     let txt = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
-        oid_field("attrelid", kind::REGCLASS, false),
+        oid_field("attrelid", kind::OID, false),
         txt("attname", false),
-        oid_field("atttypid", kind::REGTYPE, false),
+        oid_field("atttypid", kind::OID, false),
         int("attstattarget"),
         small("attlen"),
         small("attnum"),
@@ -553,7 +570,7 @@ fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<Record
                     r.oid,
                     (i + 1) as i16,
                     f.as_ref(),
-                    pg_column_type(f.data_type()),
+                    pg_column_type(f),
                 )
             })
         })
@@ -770,17 +787,39 @@ pub(crate) fn type_oids(static_tables: &PgCatalogStaticTables) -> DfResult<HashM
 /// `pg_index` with its vector columns as arrays (`int2vector` / `oidvector` in PostgreSQL),
 /// so `unnest(indkey)` works. Freshet has no indexes: only the static system rows are there.
 fn pg_index(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProvider>> {
-    const INT16_VECTORS: &[&str] = &["indkey", "indoption"];
-    const OID_VECTORS: &[&str] = &["indcollation", "indclass"];
-    let table = &static_tables.pg_index;
+    with_arrays(
+        &static_tables.pg_index,
+        &["indkey", "indoption"],
+        &["indcollation", "indclass"],
+    )
+}
+
+/// `pg_constraint` with its key columns as arrays (`int2[]` / `oid[]` in PostgreSQL), so
+/// `attnum = ANY(conkey)` plans. Freshet has no constraints: only the static system rows are
+/// there.
+fn pg_constraint(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProvider>> {
+    with_arrays(
+        &static_tables.pg_constraint,
+        &["conkey", "confkey", "confdelsetcols"],
+        &["conpfeqop", "conppeqop", "conffeqop", "conexclop"],
+    )
+}
+
+/// A static table whose text columns `int16_arrays` and `oid_arrays` become `int2[]` and
+/// `oid[]` arrays.
+fn with_arrays(
+    table: &ArrowTable,
+    int16_arrays: &[&str],
+    oid_arrays: &[&str],
+) -> DfResult<Arc<dyn TableProvider>> {
     let old = table.schema();
     let fields: Vec<Field> = old
         .fields()
         .iter()
         .map(|f| {
-            let element = if INT16_VECTORS.contains(&f.name().as_str()) {
+            let element = if int16_arrays.contains(&f.name().as_str()) {
                 DataType::Int16
-            } else if OID_VECTORS.contains(&f.name().as_str()) {
+            } else if oid_arrays.contains(&f.name().as_str()) {
                 DataType::Int32
             } else {
                 return f.as_ref().clone();
@@ -798,9 +837,9 @@ fn pg_index(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProv
         let mut columns = Vec::new();
         for (field, array) in old.fields().iter().zip(batch.columns()) {
             let name = field.name().as_str();
-            if INT16_VECTORS.contains(&name) {
+            if int16_arrays.contains(&name) {
                 columns.push(int16_vectors(array)?);
-            } else if OID_VECTORS.contains(&name) {
+            } else if oid_arrays.contains(&name) {
                 columns.push(oid_vectors(array)?);
             } else {
                 columns.push(array.clone());
@@ -815,13 +854,14 @@ fn pg_index(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProv
         batches
     };
     let table = datafusion::catalog::MemTable::try_new(schema, vec![batches])?;
-    let filtered: Arc<dyn TableProvider> = Arc::new(table);
-    Ok(filtered)
+    Ok(Arc::new(table))
 }
 
-/// Parses PostgreSQL's vector text (`"1 2"`) into its numbers.
+/// Parses the static catalog's vector text (`"1 2"` for a vector, `"[1, 2]"` for an array)
+/// into its numbers.
 fn vector_numbers(text: &str) -> DfResult<Vec<i64>> {
-    text.split_whitespace()
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '{' | '}'))
+        .filter(|n| !n.is_empty())
         .map(|n| {
             n.parse::<i64>().map_err(|e| {
                 DataFusionError::Internal(format!("static catalog vector {text:?}: {e}"))
@@ -834,7 +874,7 @@ fn vector_texts(array: &ArrayRef) -> DfResult<&StringArray> {
     array
         .as_any()
         .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("static pg_index vector is not text".into()))
+        .ok_or_else(|| DataFusionError::Internal("static catalog vector is not text".into()))
 }
 
 fn int16_vectors(array: &ArrayRef) -> DfResult<ArrayRef> {
@@ -918,23 +958,34 @@ mod tests {
 
     #[test]
     fn column_types_match_the_wire_types() {
-        let t = pg_column_type(&DataType::Int64);
+        let column = |data_type: DataType| pg_column_type(&Field::new("c", data_type, true));
+        let t = column(DataType::Int64);
         assert_eq!((t.oid, t.len, t.by_value), (20, 8, true));
-        assert_eq!(pg_column_type(&DataType::Utf8View).oid, 25);
-        assert_eq!(pg_column_type(&DataType::Float32).oid, 700);
-        let decimal = pg_column_type(&DataType::Decimal128(10, 2));
+        assert_eq!(column(DataType::Utf8View).oid, 25);
+        assert_eq!(column(DataType::Float32).oid, 700);
+        assert_eq!(pg_column_type(&oid_field("o", kind::OID, false)).oid, 26);
+        let decimal = column(DataType::Decimal128(10, 2));
         assert_eq!((decimal.oid, decimal.typmod), (1700, (10 << 16 | 2) + 4));
-        let list = pg_column_type(&DataType::List(Arc::new(Field::new(
+        let list = column(DataType::List(Arc::new(Field::new(
             "item",
             DataType::Int64,
             true,
         ))));
         assert_eq!((list.oid, list.dimensions), (1016, 1));
-        let dictionary = pg_column_type(&DataType::Dictionary(
+        let dictionary = column(DataType::Dictionary(
             Box::new(DataType::Int32),
             Box::new(DataType::Utf8),
         ));
         assert_eq!(dictionary.oid, 25);
+    }
+
+    #[test]
+    fn view_definitions_are_their_query() {
+        assert_eq!(
+            view_query("CREATE VIEW v AS SELECT a FROM t WHERE b > 1"),
+            "SELECT a FROM t WHERE b > 1"
+        );
+        assert_eq!(view_query("SELECT count(*) FROM t"), "SELECT count(*) FROM t");
     }
 
     #[test]
@@ -943,6 +994,7 @@ mod tests {
         let lists = int16_vectors(&texts).unwrap();
         assert_eq!(lists.len(), 3);
         assert!(lists.is_null(1));
+        assert_eq!(vector_numbers("[2, 20, 3]").unwrap(), vec![2, 20, 3]);
         assert!(vector_numbers("x").is_err());
     }
 }

@@ -511,12 +511,21 @@ impl ScalarUDFImpl for When {
     }
 }
 
-/// Functions whose answer depends on the session: its settings and its user.
+/// Functions whose answer depends on the session: its settings, its user and its number
+/// (`pg_backend_pid()`, which clients use to tell connections apart).
 pub(crate) fn register_session_functions(
     context: &SessionContext,
     user: &str,
+    backend_pid: i32,
     setting: SettingReader,
 ) {
+    context.register_udf(create_udf(
+        "pg_backend_pid",
+        vec![],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(backend_pid))))),
+    ));
     context.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
         setting,
         signature: Signature::one_of(
