@@ -1489,7 +1489,9 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE, DEFAULT_SCHEMA)
         .with_create_default_catalog_and_schema(true)
-        .with_information_schema(true);
+        // `information_schema` is PostgreSQL's, registered by `pg_compat::setup`: DataFusion's
+        // would hide it.
+        .with_information_schema(false);
     config
         .options_mut()
         .set("datafusion.sql_parser.dialect", "PostgreSQL")?;

@@ -24,7 +24,7 @@ use datafusion::arrow::array::{
     Int32Builder, ListBuilder, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::information_schema::{InformationSchemaProvider, INFORMATION_SCHEMA};
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::datasource::TableType;
@@ -62,6 +62,8 @@ pub(crate) struct Relation {
 /// What the catalog holds at one moment.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
+    /// The database's name.
+    pub database: String,
     /// (OID, name), sorted by name.
     pub namespaces: Vec<(u32, String)>,
     pub relations: Vec<Relation>,
@@ -106,10 +108,6 @@ impl CatalogSource {
                 }
             }
         }
-        schemas.push((
-            INFORMATION_SCHEMA.to_string(),
-            Arc::new(InformationSchemaProvider::new(self.catalogs.clone())),
-        ));
         schemas.sort_by(|a, b| a.0.cmp(&b.0));
         let mut found = Vec::new();
         for (schema_name, schema) in &schemas {
@@ -188,6 +186,7 @@ impl CatalogSource {
             .map(|r| (r.oid, (r.schema.clone(), r.definition.clone())))
             .collect();
         Snapshot {
+            database: self.database.clone(),
             namespaces,
             relations,
         }
@@ -256,17 +255,8 @@ pub(crate) struct PgColumnType {
 /// The PostgreSQL type of an Arrow column: the type the wire protocol sends it as, from the
 /// field's type and its metadata (an `Int32` catalog column tagged as an OID is `oid`).
 pub(crate) fn pg_column_type(field: &Field) -> PgColumnType {
-    let data_type = match field.data_type() {
-        DataType::Dictionary(_, value) => value.as_ref(),
-        other => other,
-    };
-    let wire_field = Arc::new(
-        Field::new(field.name(), data_type.clone(), field.is_nullable())
-            .with_metadata(field.metadata().clone()),
-    );
-    let oid = arrow_pg::datatypes::field_into_pg_type(&wire_field)
-        .map(|t| t.oid())
-        .unwrap_or(25);
+    let data_type = value_type(field.data_type());
+    let oid = wire_type(field).map(|(oid, _)| oid).unwrap_or(25);
     let (len, by_value, align, storage) = match oid {
         16 | 18 => (1, true, "c", "p"),
         21 => (2, true, "s", "p"),
@@ -303,6 +293,30 @@ pub(crate) fn pg_column_type(field: &Field) -> PgColumnType {
     }
 }
 
+/// The type of a dictionary's values; any other type itself.
+fn value_type(data_type: &DataType) -> &DataType {
+    match data_type {
+        DataType::Dictionary(_, value) => value.as_ref(),
+        other => other,
+    }
+}
+
+/// The PostgreSQL type the wire protocol sends a column as: its OID and name (`None`: a type
+/// it cannot send, shown as `text`).
+pub(crate) fn wire_type(field: &Field) -> Option<(u32, String)> {
+    let wire_field = Arc::new(
+        Field::new(
+            field.name(),
+            value_type(field.data_type()).clone(),
+            field.is_nullable(),
+        )
+        .with_metadata(field.metadata().clone()),
+    );
+    arrow_pg::datatypes::field_into_pg_type(&wire_field)
+        .ok()
+        .map(|t| (t.oid(), t.name().to_string()))
+}
+
 /// `pg_class.relkind` of a relation.
 pub(crate) fn relkind(table_type: TableType) -> &'static str {
     match table_type {
@@ -312,7 +326,7 @@ pub(crate) fn relkind(table_type: TableType) -> &'static str {
 }
 
 /// Builds a live table's rows from a snapshot.
-type BuildRows = fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>;
+pub(super) type BuildRows = fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>;
 
 /// A catalog table whose rows are built from a fresh [`Snapshot`] each time it is scanned.
 #[derive(Debug, Clone)]
@@ -337,6 +351,19 @@ impl PartitionStream for LiveTable {
             }),
         ))
     }
+}
+
+/// A table whose rows `build` makes from a fresh snapshot of `source` each time it is read.
+pub(super) fn live(
+    schema: SchemaRef,
+    source: &Arc<CatalogSource>,
+    build: BuildRows,
+) -> DfResult<Arc<dyn TableProvider>> {
+    streaming(Arc::new(LiveTable {
+        schema,
+        source: source.clone(),
+        build,
+    }))
 }
 
 fn streaming(partition: Arc<dyn PartitionStream>) -> DfResult<Arc<dyn TableProvider>> {
@@ -372,17 +399,17 @@ pub(crate) fn live_table(
     .map(Some)
 }
 
-fn text(values: impl IntoIterator<Item = impl Into<String>>) -> ArrayRef {
+pub(super) fn text(values: impl IntoIterator<Item = impl Into<String>>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(
         values.into_iter().map(Into::into),
     ))
 }
 
-fn null_text(rows: usize) -> ArrayRef {
+pub(super) fn null_text(rows: usize) -> ArrayRef {
     Arc::new(StringArray::from(vec![None::<&str>; rows]))
 }
 
-fn int32(values: impl IntoIterator<Item = i32>) -> ArrayRef {
+pub(super) fn int32(values: impl IntoIterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(values))
 }
 
@@ -410,7 +437,7 @@ fn text_list_field(name: &str) -> Field {
     )
 }
 
-fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
+pub(super) fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
