@@ -202,6 +202,26 @@ impl CatalogSource {
             .is_some_and(|(schema, _)| SEARCH_PATH.contains(&schema.as_str()))
     }
 
+    /// The OID of the relation `name` (`schema.table` or a bare name looked up on the search
+    /// path, quoted parts as written, unquoted ones lower-cased), as `'name'::regclass` finds
+    /// it. Only relations some catalog query has listed have OIDs.
+    pub(crate) fn relation_oid(&self, name: &str) -> Option<u32> {
+        let parts = identifier_parts(name)?;
+        let state = self.oids.lock().unwrap_or_else(|p| p.into_inner());
+        let find = |schema: &str, table: &str| {
+            state
+                .relations
+                .get(&(schema.to_string(), table.to_string()))
+                .copied()
+        };
+        match parts.as_slice() {
+            [table] => SEARCH_PATH.iter().find_map(|schema| find(schema, table)),
+            [schema, table] => find(schema, table),
+            [database, schema, table] if *database == self.database => find(schema, table),
+            _ => None,
+        }
+    }
+
     /// The definition of view `oid`, if it is a view.
     pub(crate) fn definition(&self, oid: i64) -> Option<String> {
         let state = self.oids.lock().unwrap_or_else(|p| p.into_inner());
@@ -220,6 +240,42 @@ fn view_query(definition: &str) -> String {
     match Parser::parse_sql(&PostgreSqlDialect {}, definition).as_deref() {
         Ok([Statement::CreateView(view)]) => view.query.to_string(),
         _ => definition.to_string(),
+    }
+}
+
+/// The parts of a dotted SQL name: `"A b".c` is `["A b", "c"]`. `None` if it is malformed.
+fn identifier_parts(name: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = name.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied().filter(|c| *c != '.') {
+                part.push(c.to_ascii_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Some(parts),
+            Some('.') => {}
+            Some(_) => return None,
+        }
     }
 }
 
@@ -1004,6 +1060,13 @@ mod tests {
             Box::new(DataType::Utf8),
         ));
         assert_eq!(dictionary.oid, 25);
+    }
+
+    #[test]
+    fn names_split_into_parts() {
+        assert_eq!(identifier_parts("Public.T").unwrap(), ["public", "t"]);
+        assert_eq!(identifier_parts("\"A \"\"b\".c").unwrap(), ["A \"b", "c"]);
+        assert_eq!(identifier_parts("a..b"), None);
     }
 
     #[test]

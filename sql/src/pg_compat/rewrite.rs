@@ -26,6 +26,9 @@
 //!   subquery in a CASE branch, so it becomes `pg_when(c, (subquery))`, which is NULL where
 //!   `c` is not true. The subquery is then computed for every row (as a join), not only where
 //!   `c` holds; it has no side effects, so only the work differs.
+//! - `CAST(x AS regclass)` of anything but a literal (Metabase casts `format('%I.%I', schema,
+//!   table)`): `pg_regclass(x)`, which looks a name up in the catalog and keeps a number.
+//!   Literals were already resolved by `datafusion-pg-catalog`'s rewrite.
 //! - `ARRAY(subquery)` (psql's `\du` and `\d+`): DataFusion has no array constructor from a
 //!   subquery. `ARRAY(SELECT f(x) FROM unnest(a) x)` becomes `array_transform(a, x -> f(x))`;
 //!   any other becomes `coalesce((SELECT array_agg(e) …), [])`, empty rather than NULL when
@@ -35,7 +38,7 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr,
+    visit_expressions_mut, BinaryOperator, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LambdaFunction,
     LambdaFunctionParameter, LambdaSyntax, ObjectName, OneOrManyWithParens, OrderByKind, Query,
     Select, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, VisitMut, Visitor,
@@ -119,6 +122,14 @@ fn rewrite_expr(expr: &mut Expr) {
         {
             let when = conditions.remove(0);
             *expr = call("pg_when", vec![when.condition, when.result]);
+        }
+        Expr::Cast {
+            data_type: DataType::Regclass,
+            expr: value,
+            ..
+        } => {
+            let value = std::mem::replace(value.as_mut(), Expr::value(Value::Null));
+            *expr = call("pg_regclass", vec![value]);
         }
         Expr::Function(function) if is_named(function, "generate_subscripts") => {
             let inner = Expr::Function(Function {
@@ -619,6 +630,14 @@ mod tests {
         assert_eq!(
             rewritten("SELECT 1 = (SELECT count(*) + u.b FROM s WHERE s.id = u.id) FROM u"),
             "SELECT 1 = get_field((SELECT named_struct('v0', count(*)) FROM s WHERE s.id = u.id), 'v0') + u.b FROM u"
+        );
+    }
+
+    #[test]
+    fn regclass_casts_of_values_look_names_up() {
+        assert_eq!(
+            rewritten("SELECT CAST(CAST(format('%I.%I', s, t) AS REGCLASS) AS OID) FROM x"),
+            "SELECT CAST(pg_regclass(format('%I.%I', s, t)) AS OID) FROM x"
         );
     }
 
