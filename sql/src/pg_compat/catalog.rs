@@ -648,14 +648,11 @@ fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<Record
         .relations
         .iter()
         .flat_map(|r| {
-            r.columns.fields().iter().enumerate().map(move |(i, f)| {
-                (
-                    r.oid,
-                    (i + 1) as i16,
-                    f.as_ref(),
-                    pg_column_type(f),
-                )
-            })
+            r.columns
+                .fields()
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (r.oid, (i + 1) as i16, f.as_ref(), pg_column_type(f)))
         })
         .collect();
     let rows = columns.len();
@@ -1075,7 +1072,10 @@ mod tests {
             view_query("CREATE VIEW v AS SELECT a FROM t WHERE b > 1"),
             "SELECT a FROM t WHERE b > 1"
         );
-        assert_eq!(view_query("SELECT count(*) FROM t"), "SELECT count(*) FROM t");
+        assert_eq!(
+            view_query("SELECT count(*) FROM t"),
+            "SELECT count(*) FROM t"
+        );
     }
 
     #[test]

@@ -232,8 +232,10 @@ fn functions(source: &Arc<CatalogSource>) -> Vec<ScalarUDF> {
             let columns = a.iter().map(texts).collect::<DfResult<Vec<_>>>()?;
             let mut out = StringBuilder::new();
             for row in 0..rows {
-                let values: Vec<Option<&str>> =
-                    columns.iter().map(|c| c.get(row).and_then(|v| v.as_deref())).collect();
+                let values: Vec<Option<&str>> = columns
+                    .iter()
+                    .map(|c| c.get(row).and_then(|v| v.as_deref()))
+                    .collect();
                 match values.first() {
                     Some(Some(template)) => out.append_value(format_text(template, &values[1..])?),
                     _ => out.append_null(),
@@ -523,9 +525,10 @@ fn format_text(template: &str, arguments: &[Option<&str>]) -> DfResult<String> {
             out.push('%');
             continue;
         }
-        let argument = arguments.get(next).copied().ok_or_else(|| {
-            DataFusionError::Execution("too few arguments for format()".into())
-        })?;
+        let argument = arguments
+            .get(next)
+            .copied()
+            .ok_or_else(|| DataFusionError::Execution("too few arguments for format()".into()))?;
         next += 1;
         match (conversion, argument) {
             (Some('s'), value) => out.push_str(value.unwrap_or("")),

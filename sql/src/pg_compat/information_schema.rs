@@ -11,13 +11,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
-use datafusion::arrow::array::RecordBatch;
 
 use super::catalog::{
     batch, int32, live, null_text, pg_column_type, text, wire_type, BuildRows, CatalogSource,
@@ -550,21 +550,43 @@ mod tests {
             (bigint.data_type.as_str(), bigint.udt_name.as_str()),
             ("bigint", "int8")
         );
-        assert_eq!((bigint.precision, bigint.radix, bigint.scale), (Some(64), Some(2), Some(0)));
+        assert_eq!(
+            (bigint.precision, bigint.radix, bigint.scale),
+            (Some(64), Some(2), Some(0))
+        );
         let double = of(DataType::Float64);
-        assert_eq!((double.data_type.as_str(), double.udt_name.as_str()), ("double precision", "float8"));
+        assert_eq!(
+            (double.data_type.as_str(), double.udt_name.as_str()),
+            ("double precision", "float8")
+        );
         let numeric = of(DataType::Decimal128(10, 2));
         assert_eq!(numeric.data_type, "numeric");
-        assert_eq!((numeric.precision, numeric.radix, numeric.scale), (Some(10), Some(10), Some(2)));
-        let list = of(DataType::List(Arc::new(Field::new("item", DataType::Int32, true))));
-        assert_eq!((list.data_type.as_str(), list.udt_name.as_str()), ("ARRAY", "_int4"));
+        assert_eq!(
+            (numeric.precision, numeric.radix, numeric.scale),
+            (Some(10), Some(10), Some(2))
+        );
+        let list = of(DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Int32,
+            true,
+        ))));
+        assert_eq!(
+            (list.data_type.as_str(), list.udt_name.as_str()),
+            ("ARRAY", "_int4")
+        );
         use datafusion::arrow::datatypes::TimeUnit;
         assert_eq!(
             of(DataType::Timestamp(TimeUnit::Microsecond, None)).data_type,
             "timestamp without time zone"
         );
-        let tz = of(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
-        assert_eq!((tz.data_type.as_str(), tz.udt_name.as_str()), ("timestamp with time zone", "timestamptz"));
+        let tz = of(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("UTC".into()),
+        ));
+        assert_eq!(
+            (tz.data_type.as_str(), tz.udt_name.as_str()),
+            ("timestamp with time zone", "timestamptz")
+        );
         assert_eq!(of(DataType::Utf8View).octet_length, Some(1_073_741_824));
         assert_eq!(of(DataType::Boolean).data_type, "boolean");
         assert_eq!(of(DataType::Binary).data_type, "bytea");

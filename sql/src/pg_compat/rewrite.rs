@@ -295,7 +295,8 @@ impl VisitorMut for Hoister<'_> {
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         let found = references(expr, self.own);
         if (found.inner || contains_aggregate(expr)) && !found.outer {
-            let placeholder = Expr::Identifier(Ident::new(format!("{HOISTED}{}", self.parts.len())));
+            let placeholder =
+                Expr::Identifier(Ident::new(format!("{HOISTED}{}", self.parts.len())));
             self.parts.push(std::mem::replace(expr, placeholder));
         }
         ControlFlow::Continue(())
@@ -307,7 +308,8 @@ impl VisitorMut for Hoister<'_> {
 fn own_names(select: &Select) -> HashSet<String> {
     let mut names = HashSet::new();
     for table in &select.from {
-        for factor in std::iter::once(&table.relation).chain(table.joins.iter().map(|j| &j.relation))
+        for factor in
+            std::iter::once(&table.relation).chain(table.joins.iter().map(|j| &j.relation))
         {
             let alias = match factor {
                 TableFactor::Table { name, alias, .. } => match alias {
@@ -402,8 +404,7 @@ fn array_of_subquery(query: &Query) -> Option<Expr> {
         };
         for key in &mut keys {
             // `ORDER BY 1` names the one selected column.
-            if matches!(&key.expr, Expr::Value(v) if v.value == Value::Number("1".into(), false))
-            {
+            if matches!(&key.expr, Expr::Value(v) if v.value == Value::Number("1".into(), false)) {
                 key.expr = element.clone();
             }
         }
@@ -414,7 +415,10 @@ fn array_of_subquery(query: &Query) -> Option<Expr> {
     }
     *selected(select)? = aggregate;
     let empty = call("make_array", vec![]);
-    Some(call("coalesce", vec![Expr::Subquery(Box::new(query)), empty]))
+    Some(call(
+        "coalesce",
+        vec![Expr::Subquery(Box::new(query)), empty],
+    ))
 }
 
 /// `ARRAY(SELECT f(x) FROM unnest(a) x)` as `array_transform(a, x -> f(x))`.
@@ -476,7 +480,15 @@ fn split_conjuncts(expr: Expr, out: &mut Vec<Expr>) {
             split_conjuncts(*left, out);
             split_conjuncts(*right, out);
         }
-        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
             split_conjuncts(*inner, out)
         }
         other => out.push(other),
@@ -603,7 +615,8 @@ mod tests {
             rewritten("SELECT CASE WHEN u.a THEN (SELECT t.x FROM t WHERE t.id = u.id) ELSE NULL END FROM u"),
             "SELECT pg_when(u.a, (SELECT first_value(t.x) FROM t WHERE t.id = u.id)) FROM u"
         );
-        let ordered = "SELECT 1 = (SELECT t.x FROM t WHERE t.id = u.id ORDER BY t.y LIMIT 1) FROM u";
+        let ordered =
+            "SELECT 1 = (SELECT t.x FROM t WHERE t.id = u.id ORDER BY t.y LIMIT 1) FROM u";
         assert_eq!(rewritten(ordered), ordered);
     }
 
