@@ -206,6 +206,28 @@ fn psql_meta_commands_list_tables_sources_and_materialized_views() {
         "{out}"
     );
 
+    // \d+ reads the table's options through ARRAY(SELECT … FROM unnest(…)) and shows storage.
+    let (out, err) = psql(&server, "\\d+ items\n");
+    assert!(err.is_empty(), "{err}");
+    assert!(out.contains("Table \"public.items\""), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("price")
+            && l.contains("double precision")
+            && l.contains("plain")),
+        "{out}"
+    );
+    // \du reads each role's memberships through ARRAY(subquery): the owner role, member of none.
+    let (out, err) = psql(&server, "\\du\n");
+    assert!(err.is_empty(), "{err}");
+    let role = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("freshet "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        role.contains("Superuser") && role.trim_end().ends_with("{}"),
+        "{out}"
+    );
+
     let (out, err) = psql(&server, "\\dn\n");
     assert!(err.is_empty(), "{err}");
     let schemas: Vec<&str> = out

@@ -343,9 +343,13 @@ impl Engine {
             .with_session_id(format!("freshet-{id}"))
             .build();
         let session = Session::new(user, SessionContext::new_with_state(state));
+        // PostgreSQL's backend PIDs are positive int4s; session numbers wrap around in
+        // that range.
+        let backend_pid = i32::try_from(id % i32::MAX as u64).unwrap_or(i32::MAX);
         crate::pg_compat::register_session_functions(
             session.context(),
             user,
+            backend_pid,
             session.setting_reader(),
         );
         session
@@ -1670,7 +1674,9 @@ fn build_context(policy: &Arc<PathPolicy>) -> Result<SessionContext, EngineError
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE, DEFAULT_SCHEMA)
         .with_create_default_catalog_and_schema(true)
-        .with_information_schema(true);
+        // `information_schema` is PostgreSQL's, registered by `pg_compat::setup`: DataFusion's
+        // would hide it.
+        .with_information_schema(false);
     config
         .options_mut()
         .set("datafusion.sql_parser.dialect", "PostgreSQL")?;

@@ -173,7 +173,6 @@ def test_grafana_column_picker_lists_the_columns(conn, path, protocol):
     assert sorted(r[0] for r in rows) == sorted(c[0] for c in METRICS_COLUMNS)
 
 
-@pytest.mark.xfail(strict=True, reason=f"information_schema.columns.data_type shows Arrow type names; owned by {CATALOG_OWNER}")
 def test_grafana_column_picker_shows_postgresql_types(conn):
     rows, _ = run(conn, replay("grafana/columns.sql"))
     assert sorted(rows) == sorted((c[0], c[1]) for c in METRICS_COLUMNS)
@@ -299,7 +298,6 @@ def test_metabase_table_privileges(conn, protocol):
     assert readable == {("public", t) for t in TABLES + VIEWS}
 
 
-@pytest.mark.xfail(strict=True, reason=f"information_schema.table_constraints does not exist; owned by {CATALOG_OWNER}")
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_metabase_describe_fields(conn, protocol):
     rows, names = run(conn, replay("metabase/fields.sql"), ("public", "metrics", "public", "metrics"), protocol)
@@ -310,13 +308,11 @@ def test_metabase_describe_fields(conn, protocol):
     assert not any(r[5] for r in rows), "no column is a primary key"
 
 
-@pytest.mark.xfail(strict=True, reason=f"information_schema.columns.udt_name is not PostgreSQL's; owned by {CATALOG_OWNER}")
 def test_metabase_describe_fields_types(conn):
     rows, _ = run(conn, replay("metabase/fields.sql"), ("public", "metrics", "public", "metrics"))
     assert [(r[0], r[1]) for r in rows] == [(c[0], c[2]) for c in METRICS_COLUMNS]
 
 
-@pytest.mark.xfail(strict=True, reason=f"pg_constraint.conkey is text, not int2[] (ANY(c.conkey) fails); owned by {CATALOG_OWNER}")
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_metabase_describe_fks(conn, protocol):
     assert run(conn, replay("metabase/fks.sql"), ("metrics", "public"), protocol)[0] == []
@@ -413,7 +409,6 @@ def test_dbeaver_navigator_columns(conn, protocol):
     assert columns == [(c[0], i + 1, c[3]) for i, c in enumerate(METRICS_COLUMNS)]
 
 
-@pytest.mark.xfail(strict=True, reason=f"pg_attribute.atttypid is returned as text, not oid; owned by {CATALOG_OWNER} or the wire-types helper")
 def test_dbeaver_column_type_oids_are_numbers(conn):
     metrics_oid = dbeaver_tables(conn)["metrics"][0]
     rows, names = run(conn, replay("dbeaver/columns.sql"), (metrics_oid,))
@@ -429,14 +424,15 @@ JDBC_SOURCE = Path(__file__).resolve().parents[1] / "jdbc" / "JdbcCheck.java"
 
 # Catalog queries Metabase and DBeaver run as JDBC prepared statements, replayed through the JDBC
 # driver itself: (name, replay file, parameters). An int parameter is bound with setLong, as DBeaver
-# binds oids. Metabase's describe-fields and describe-fks are left out until the catalog supports
-# them (see the xfail tests above).
+# binds oids.
 JDBC_REPLAYS = [
     ("metabase/can_connect", []),
     ("metabase/timezone", []),
     ("metabase/enum_types", []),
     ("metabase/tables", ["I:0", "S:^pg_", "S:information_schema", "S:public"]),
     ("metabase/table_privileges", []),
+    ("metabase/fields", ["S:public", "S:metrics", "S:public", "S:metrics"]),
+    ("metabase/fks", ["S:metrics", "S:public"]),
     ("dbeaver/version", []),
     ("dbeaver/current_database", []),
     ("dbeaver/setting", ["S:standard_conforming_strings"]),

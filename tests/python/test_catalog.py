@@ -64,21 +64,32 @@ def test_inspector_lists_what_was_created(catalog_server, driver):
     assert inspector.get_table_comment("items") == {"text": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLAlchemy's column query has a correlated subquery in a CASE branch with an "
-    "outer column in its select list, which DataFusion cannot decorrelate yet",
-)
 @pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
 def test_inspector_columns(catalog_server, driver):
     inspector = sa.inspect(engine_for(catalog_server, driver))
-    columns = {c["name"]: str(c["type"]) for c in inspector.get_columns("items")}
-    assert columns == {
+    columns = inspector.get_columns("items")
+    assert {c["name"]: str(c["type"]) for c in columns} == {
         "item_id": "BIGINT",
         "name": "TEXT",
         "price": "DOUBLE PRECISION",
         "amount": "NUMERIC(10, 2)",
     }
+    # No defaults, identities or collations: the CASE branches with correlated subqueries
+    # SQLAlchemy sends for them come back NULL.
+    assert all(c["default"] is None and "identity" not in c for c in columns)
+    assert all(c["nullable"] for c in columns)
+    clicks = {c["name"]: str(c["type"]) for c in inspector.get_columns("item_clicks")}
+    assert clicks == {"item_id": "BIGINT", "clicks": "BIGINT"}
+    assert [c["name"] for c in inspector.get_columns("recs", schema="models")] == ["user_id", "item_id", "score"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_inspector_view_definition_is_the_query(catalog_server, driver):
+    inspector = sa.inspect(engine_for(catalog_server, driver))
+    # PostgreSQL's pg_get_viewdef gives the view's SELECT, not the CREATE VIEW statement.
+    assert inspector.get_view_definition("cheap").strip().rstrip(";") == "SELECT * FROM items WHERE price < 2"
+    assert "count(*)" in inspector.get_view_definition("item_clicks")
+    assert inspector.get_view_definition("recs", schema="models") == "SELECT * FROM recommend_all('recs', 10)"
 
 
 def rows(conn, sql):
@@ -218,3 +229,9 @@ def test_catalog_functions_and_settings(catalog_server):
         assert one("SELECT pg_table_is_visible(oid) FROM pg_catalog.pg_class WHERE relname = 'recs'") is False
         assert one("SELECT 'pg_x' LIKE 'pg/_%' ESCAPE '/'") is True
         assert one("SELECT 'pgax' LIKE 'pg/_%' ESCAPE '/'") is False
+        # pg_backend_pid() tells connections apart and stays the same within one.
+        pid = one("SELECT pg_backend_pid()")
+        assert isinstance(pid, int) and pid > 0
+        assert one("SELECT pg_backend_pid()") == pid
+        with psycopg.connect(catalog_server.pg_dsn(), autocommit=True) as other:
+            assert rows(other, "SELECT pg_backend_pid()")[0][0] != pid

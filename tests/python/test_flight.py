@@ -279,15 +279,11 @@ def test_adbc_get_objects_lists_the_tables_and_columns_pgwire_lists(server):
     assert [p for _, p in adbc_columns[("public", "readings")]] == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.xfail(strict=True, reason="information_schema.columns.ordinal_position counts from 0 as a numeric; "
-                   "owned by the pg_catalog / information_schema helper")
 def test_adbc_column_positions_match_pgwire(server):
     pg_columns, adbc_columns, _, _ = objects_over_both_protocols(server)
     assert adbc_columns == pg_columns
 
 
-@pytest.mark.xfail(strict=True, reason="information_schema.columns.data_type shows Arrow type names, not "
-                   "PostgreSQL's; owned by the pg_catalog / information_schema helper")
 def test_adbc_column_types_match_pgwire_data_types(server):
     _, _, pg_types, arrow_types = objects_over_both_protocols(server)
     assert set(arrow_types) == set(pg_types)

@@ -24,7 +24,7 @@ use datafusion::arrow::array::{
     Int32Builder, ListBuilder, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::information_schema::{InformationSchemaProvider, INFORMATION_SCHEMA};
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::datasource::TableType;
@@ -33,7 +33,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
-use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
+use datafusion_pg_catalog::pg_catalog::{ArrowTable, PgCatalogStaticTables};
 
 /// The role that owns every object.
 pub(crate) const OWNER_ROLE: &str = "freshet";
@@ -62,6 +62,8 @@ pub(crate) struct Relation {
 /// What the catalog holds at one moment.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
+    /// The database's name.
+    pub database: String,
     /// (OID, name), sorted by name.
     pub namespaces: Vec<(u32, String)>,
     pub relations: Vec<Relation>,
@@ -106,10 +108,6 @@ impl CatalogSource {
                 }
             }
         }
-        schemas.push((
-            INFORMATION_SCHEMA.to_string(),
-            Arc::new(InformationSchemaProvider::new(self.catalogs.clone())),
-        ));
         schemas.sort_by(|a, b| a.0.cmp(&b.0));
         let mut found = Vec::new();
         for (schema_name, schema) in &schemas {
@@ -180,7 +178,7 @@ impl CatalogSource {
                 name: name.clone(),
                 table_type: table.table_type(),
                 columns: table.schema(),
-                definition: table.get_table_definition().map(str::to_string),
+                definition: table.get_table_definition().map(view_query),
             });
         }
         state.by_oid = relations
@@ -188,6 +186,7 @@ impl CatalogSource {
             .map(|r| (r.oid, (r.schema.clone(), r.definition.clone())))
             .collect();
         Snapshot {
+            database: self.database.clone(),
             namespaces,
             relations,
         }
@@ -203,6 +202,26 @@ impl CatalogSource {
             .is_some_and(|(schema, _)| SEARCH_PATH.contains(&schema.as_str()))
     }
 
+    /// The OID of the relation `name` (`schema.table` or a bare name looked up on the search
+    /// path, quoted parts as written, unquoted ones lower-cased), as `'name'::regclass` finds
+    /// it. Only relations some catalog query has listed have OIDs.
+    pub(crate) fn relation_oid(&self, name: &str) -> Option<u32> {
+        let parts = identifier_parts(name)?;
+        let state = self.oids.lock().unwrap_or_else(|p| p.into_inner());
+        let find = |schema: &str, table: &str| {
+            state
+                .relations
+                .get(&(schema.to_string(), table.to_string()))
+                .copied()
+        };
+        match parts.as_slice() {
+            [table] => SEARCH_PATH.iter().find_map(|schema| find(schema, table)),
+            [schema, table] => find(schema, table),
+            [database, schema, table] if *database == self.database => find(schema, table),
+            _ => None,
+        }
+    }
+
     /// The definition of view `oid`, if it is a view.
     pub(crate) fn definition(&self, oid: i64) -> Option<String> {
         let state = self.oids.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,6 +229,53 @@ impl CatalogSource {
             .ok()
             .and_then(|oid| state.by_oid.get(&oid))
             .and_then(|(_, definition)| definition.clone())
+    }
+}
+
+/// The query of a view definition: PostgreSQL's `pg_get_viewdef` and `pg_views.definition` hold
+/// only the `SELECT`, while a plain view keeps the whole `CREATE VIEW` statement it was made
+/// with. Other definitions (a materialized view's query) are already queries.
+fn view_query(definition: &str) -> String {
+    use datafusion::sql::sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
+    match Parser::parse_sql(&PostgreSqlDialect {}, definition).as_deref() {
+        Ok([Statement::CreateView(view)]) => view.query.to_string(),
+        _ => definition.to_string(),
+    }
+}
+
+/// The parts of a dotted SQL name: `"A b".c` is `["A b", "c"]`. `None` if it is malformed.
+fn identifier_parts(name: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = name.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied().filter(|c| *c != '.') {
+                part.push(c.to_ascii_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Some(parts),
+            Some('.') => {}
+            Some(_) => return None,
+        }
     }
 }
 
@@ -242,15 +308,11 @@ pub(crate) struct PgColumnType {
     pub dimensions: i32,
 }
 
-/// The PostgreSQL type of an Arrow column: the type the wire protocol sends it as.
-pub(crate) fn pg_column_type(data_type: &DataType) -> PgColumnType {
-    let data_type = match data_type {
-        DataType::Dictionary(_, value) => value.as_ref(),
-        other => other,
-    };
-    let oid = arrow_pg::datatypes::into_pg_type(data_type)
-        .map(|t| t.oid())
-        .unwrap_or(25);
+/// The PostgreSQL type of an Arrow column: the type the wire protocol sends it as, from the
+/// field's type and its metadata (an `Int32` catalog column tagged as an OID is `oid`).
+pub(crate) fn pg_column_type(field: &Field) -> PgColumnType {
+    let data_type = value_type(field.data_type());
+    let oid = wire_type(field).map(|(oid, _)| oid).unwrap_or(25);
     let (len, by_value, align, storage) = match oid {
         16 | 18 => (1, true, "c", "p"),
         21 => (2, true, "s", "p"),
@@ -287,6 +349,30 @@ pub(crate) fn pg_column_type(data_type: &DataType) -> PgColumnType {
     }
 }
 
+/// The type of a dictionary's values; any other type itself.
+fn value_type(data_type: &DataType) -> &DataType {
+    match data_type {
+        DataType::Dictionary(_, value) => value.as_ref(),
+        other => other,
+    }
+}
+
+/// The PostgreSQL type the wire protocol sends a column as: its OID and name (`None`: a type
+/// it cannot send, shown as `text`).
+pub(crate) fn wire_type(field: &Field) -> Option<(u32, String)> {
+    let wire_field = Arc::new(
+        Field::new(
+            field.name(),
+            value_type(field.data_type()).clone(),
+            field.is_nullable(),
+        )
+        .with_metadata(field.metadata().clone()),
+    );
+    arrow_pg::datatypes::field_into_pg_type(&wire_field)
+        .ok()
+        .map(|t| (t.oid(), t.name().to_string()))
+}
+
 /// `pg_class.relkind` of a relation.
 pub(crate) fn relkind(table_type: TableType) -> &'static str {
     match table_type {
@@ -296,7 +382,7 @@ pub(crate) fn relkind(table_type: TableType) -> &'static str {
 }
 
 /// Builds a live table's rows from a snapshot.
-type BuildRows = fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>;
+pub(super) type BuildRows = fn(&Snapshot, &SchemaRef) -> DfResult<RecordBatch>;
 
 /// A catalog table whose rows are built from a fresh [`Snapshot`] each time it is scanned.
 #[derive(Debug, Clone)]
@@ -323,6 +409,19 @@ impl PartitionStream for LiveTable {
     }
 }
 
+/// A table whose rows `build` makes from a fresh snapshot of `source` each time it is read.
+pub(super) fn live(
+    schema: SchemaRef,
+    source: &Arc<CatalogSource>,
+    build: BuildRows,
+) -> DfResult<Arc<dyn TableProvider>> {
+    streaming(Arc::new(LiveTable {
+        schema,
+        source: source.clone(),
+        build,
+    }))
+}
+
 fn streaming(partition: Arc<dyn PartitionStream>) -> DfResult<Arc<dyn TableProvider>> {
     Ok(Arc::new(StreamingTable::try_new(
         partition.schema().clone(),
@@ -345,6 +444,7 @@ pub(crate) fn live_table(
         "pg_roles" => (pg_roles_schema(), pg_roles_rows),
         "pg_authid" => return pg_authid(static_tables).map(Some),
         "pg_index" => return pg_index(static_tables).map(Some),
+        "pg_constraint" => return pg_constraint(static_tables).map(Some),
         _ => return Ok(None),
     };
     streaming(Arc::new(LiveTable {
@@ -355,17 +455,17 @@ pub(crate) fn live_table(
     .map(Some)
 }
 
-fn text(values: impl IntoIterator<Item = impl Into<String>>) -> ArrayRef {
+pub(super) fn text(values: impl IntoIterator<Item = impl Into<String>>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(
         values.into_iter().map(Into::into),
     ))
 }
 
-fn null_text(rows: usize) -> ArrayRef {
+pub(super) fn null_text(rows: usize) -> ArrayRef {
     Arc::new(StringArray::from(vec![None::<&str>; rows]))
 }
 
-fn int32(values: impl IntoIterator<Item = i32>) -> ArrayRef {
+pub(super) fn int32(values: impl IntoIterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(values))
 }
 
@@ -393,7 +493,7 @@ fn text_list_field(name: &str) -> Field {
     )
 }
 
-fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
+pub(super) fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
@@ -427,9 +527,9 @@ fn pg_class_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         oid_field("oid", kind::OID, false),
         Field::new("relname", DataType::Utf8, false),
-        oid_field("relnamespace", kind::REGNAMESPACE, false),
-        oid_field("reltype", kind::REGTYPE, false),
-        oid_field("reloftype", kind::REGTYPE, true),
+        oid_field("relnamespace", kind::OID, false),
+        oid_field("reltype", kind::OID, false),
+        oid_field("reloftype", kind::OID, true),
         int("relowner"),
         int("relam"),
         int("relfilenode"),
@@ -437,7 +537,7 @@ fn pg_class_schema() -> SchemaRef {
         int("relpages"),
         Field::new("reltuples", DataType::Float32, false),
         int("relallvisible"),
-        oid_field("reltoastrelid", kind::REGCLASS, false),
+        oid_field("reltoastrelid", kind::OID, false),
         flag("relhasindex"),
         flag("relisshared"),
         Field::new("relpersistence", DataType::Utf8, false),
@@ -452,7 +552,7 @@ fn pg_class_schema() -> SchemaRef {
         flag("relispopulated"),
         Field::new("relreplident", DataType::Utf8, false),
         flag("relispartition"),
-        oid_field("relrewrite", kind::REGCLASS, true),
+        oid_field("relrewrite", kind::OID, true),
         int("relfrozenxid"),
         int("relminmxid"),
         text_list_field("relacl"),
@@ -514,9 +614,9 @@ fn pg_attribute_schema() -> SchemaRef {
     let flag = |name: &str| Field::new(name, DataType::Boolean, false);
     let txt = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
-        oid_field("attrelid", kind::REGCLASS, false),
+        oid_field("attrelid", kind::OID, false),
         txt("attname", false),
-        oid_field("atttypid", kind::REGTYPE, false),
+        oid_field("atttypid", kind::OID, false),
         int("attstattarget"),
         small("attlen"),
         small("attnum"),
@@ -548,14 +648,11 @@ fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<Record
         .relations
         .iter()
         .flat_map(|r| {
-            r.columns.fields().iter().enumerate().map(move |(i, f)| {
-                (
-                    r.oid,
-                    (i + 1) as i16,
-                    f.as_ref(),
-                    pg_column_type(f.data_type()),
-                )
-            })
+            r.columns
+                .fields()
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (r.oid, (i + 1) as i16, f.as_ref(), pg_column_type(f)))
         })
         .collect();
     let rows = columns.len();
@@ -770,17 +867,39 @@ pub(crate) fn type_oids(static_tables: &PgCatalogStaticTables) -> DfResult<HashM
 /// `pg_index` with its vector columns as arrays (`int2vector` / `oidvector` in PostgreSQL),
 /// so `unnest(indkey)` works. Freshet has no indexes: only the static system rows are there.
 fn pg_index(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProvider>> {
-    const INT16_VECTORS: &[&str] = &["indkey", "indoption"];
-    const OID_VECTORS: &[&str] = &["indcollation", "indclass"];
-    let table = &static_tables.pg_index;
+    with_arrays(
+        &static_tables.pg_index,
+        &["indkey", "indoption"],
+        &["indcollation", "indclass"],
+    )
+}
+
+/// `pg_constraint` with its key columns as arrays (`int2[]` / `oid[]` in PostgreSQL), so
+/// `attnum = ANY(conkey)` plans. Freshet has no constraints: only the static system rows are
+/// there.
+fn pg_constraint(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProvider>> {
+    with_arrays(
+        &static_tables.pg_constraint,
+        &["conkey", "confkey", "confdelsetcols"],
+        &["conpfeqop", "conppeqop", "conffeqop", "conexclop"],
+    )
+}
+
+/// A static table whose text columns `int16_arrays` and `oid_arrays` become `int2[]` and
+/// `oid[]` arrays.
+fn with_arrays(
+    table: &ArrowTable,
+    int16_arrays: &[&str],
+    oid_arrays: &[&str],
+) -> DfResult<Arc<dyn TableProvider>> {
     let old = table.schema();
     let fields: Vec<Field> = old
         .fields()
         .iter()
         .map(|f| {
-            let element = if INT16_VECTORS.contains(&f.name().as_str()) {
+            let element = if int16_arrays.contains(&f.name().as_str()) {
                 DataType::Int16
-            } else if OID_VECTORS.contains(&f.name().as_str()) {
+            } else if oid_arrays.contains(&f.name().as_str()) {
                 DataType::Int32
             } else {
                 return f.as_ref().clone();
@@ -798,9 +917,9 @@ fn pg_index(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProv
         let mut columns = Vec::new();
         for (field, array) in old.fields().iter().zip(batch.columns()) {
             let name = field.name().as_str();
-            if INT16_VECTORS.contains(&name) {
+            if int16_arrays.contains(&name) {
                 columns.push(int16_vectors(array)?);
-            } else if OID_VECTORS.contains(&name) {
+            } else if oid_arrays.contains(&name) {
                 columns.push(oid_vectors(array)?);
             } else {
                 columns.push(array.clone());
@@ -815,13 +934,14 @@ fn pg_index(static_tables: &PgCatalogStaticTables) -> DfResult<Arc<dyn TableProv
         batches
     };
     let table = datafusion::catalog::MemTable::try_new(schema, vec![batches])?;
-    let filtered: Arc<dyn TableProvider> = Arc::new(table);
-    Ok(filtered)
+    Ok(Arc::new(table))
 }
 
-/// Parses PostgreSQL's vector text (`"1 2"`) into its numbers.
+/// Parses the static catalog's vector text (`"1 2"` for a vector, `"[1, 2]"` for an array)
+/// into its numbers.
 fn vector_numbers(text: &str) -> DfResult<Vec<i64>> {
-    text.split_whitespace()
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '{' | '}'))
+        .filter(|n| !n.is_empty())
         .map(|n| {
             n.parse::<i64>().map_err(|e| {
                 DataFusionError::Internal(format!("static catalog vector {text:?}: {e}"))
@@ -834,7 +954,7 @@ fn vector_texts(array: &ArrayRef) -> DfResult<&StringArray> {
     array
         .as_any()
         .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("static pg_index vector is not text".into()))
+        .ok_or_else(|| DataFusionError::Internal("static catalog vector is not text".into()))
 }
 
 fn int16_vectors(array: &ArrayRef) -> DfResult<ArrayRef> {
@@ -918,23 +1038,44 @@ mod tests {
 
     #[test]
     fn column_types_match_the_wire_types() {
-        let t = pg_column_type(&DataType::Int64);
+        let column = |data_type: DataType| pg_column_type(&Field::new("c", data_type, true));
+        let t = column(DataType::Int64);
         assert_eq!((t.oid, t.len, t.by_value), (20, 8, true));
-        assert_eq!(pg_column_type(&DataType::Utf8View).oid, 25);
-        assert_eq!(pg_column_type(&DataType::Float32).oid, 700);
-        let decimal = pg_column_type(&DataType::Decimal128(10, 2));
+        assert_eq!(column(DataType::Utf8View).oid, 25);
+        assert_eq!(column(DataType::Float32).oid, 700);
+        assert_eq!(pg_column_type(&oid_field("o", kind::OID, false)).oid, 26);
+        let decimal = column(DataType::Decimal128(10, 2));
         assert_eq!((decimal.oid, decimal.typmod), (1700, (10 << 16 | 2) + 4));
-        let list = pg_column_type(&DataType::List(Arc::new(Field::new(
+        let list = column(DataType::List(Arc::new(Field::new(
             "item",
             DataType::Int64,
             true,
         ))));
         assert_eq!((list.oid, list.dimensions), (1016, 1));
-        let dictionary = pg_column_type(&DataType::Dictionary(
+        let dictionary = column(DataType::Dictionary(
             Box::new(DataType::Int32),
             Box::new(DataType::Utf8),
         ));
         assert_eq!(dictionary.oid, 25);
+    }
+
+    #[test]
+    fn names_split_into_parts() {
+        assert_eq!(identifier_parts("Public.T").unwrap(), ["public", "t"]);
+        assert_eq!(identifier_parts("\"A \"\"b\".c").unwrap(), ["A \"b", "c"]);
+        assert_eq!(identifier_parts("a..b"), None);
+    }
+
+    #[test]
+    fn view_definitions_are_their_query() {
+        assert_eq!(
+            view_query("CREATE VIEW v AS SELECT a FROM t WHERE b > 1"),
+            "SELECT a FROM t WHERE b > 1"
+        );
+        assert_eq!(
+            view_query("SELECT count(*) FROM t"),
+            "SELECT count(*) FROM t"
+        );
     }
 
     #[test]
@@ -943,6 +1084,7 @@ mod tests {
         let lists = int16_vectors(&texts).unwrap();
         assert_eq!(lists.len(), 3);
         assert!(lists.is_null(1));
+        assert_eq!(vector_numbers("[2, 20, 3]").unwrap(), vec![2, 20, 3]);
         assert!(vector_numbers("x").is_err());
     }
 }

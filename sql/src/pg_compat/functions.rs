@@ -228,6 +228,21 @@ fn functions(source: &Arc<CatalogSource>) -> Vec<ScalarUDF> {
             DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
             array_subscripts,
         ),
+        function("format", 1..=32, DataType::Utf8, |a, rows| {
+            let columns = a.iter().map(texts).collect::<DfResult<Vec<_>>>()?;
+            let mut out = StringBuilder::new();
+            for row in 0..rows {
+                let values: Vec<Option<&str>> = columns
+                    .iter()
+                    .map(|c| c.get(row).and_then(|v| v.as_deref()))
+                    .collect();
+                match values.first() {
+                    Some(Some(template)) => out.append_value(format_text(template, &values[1..])?),
+                    _ => out.append_null(),
+                }
+            }
+            Ok(Arc::new(out.finish()))
+        }),
         function("pg_like_escape", 2..=2, DataType::Utf8, |a, _| {
             let patterns = texts(&a[0])?;
             let escapes = texts(&a[1])?;
@@ -288,6 +303,27 @@ fn functions(source: &Arc<CatalogSource>) -> Vec<ScalarUDF> {
                 .map(|oid| oid.map(|oid| visible.is_visible(oid)))
                 .collect();
             Ok(Arc::new(answers))
+        },
+    ));
+    let relations = source.clone();
+    // `CAST(x AS regclass)` of a value rather than a literal (see `rewrite`): a number is
+    // already an OID, a name is looked up.
+    all.push(function(
+        "pg_regclass",
+        1..=1,
+        DataType::Int32,
+        move |a, _| {
+            if a[0].data_type().is_integer() {
+                return Ok(cast(&a[0], &DataType::Int32)?);
+            }
+            let found: Int32Array = texts(&a[0])?
+                .into_iter()
+                .map(|name| {
+                    name.and_then(|name| relations.relation_oid(&name))
+                        .map(|oid| oid as i32)
+                })
+                .collect();
+            Ok(Arc::new(found))
         },
     ));
     let views = source.clone();
@@ -473,6 +509,69 @@ pub(crate) fn backslash_escaped(pattern: &str, escape: &str) -> String {
     out
 }
 
+/// PostgreSQL's `format(template, args…)`: `%s` is an argument as text (NULL as nothing),
+/// `%I` an identifier quoted where needed, `%L` a literal quoted (NULL as `NULL`), `%%` a `%`.
+fn format_text(template: &str, arguments: &[Option<&str>]) -> DfResult<String> {
+    let mut out = String::new();
+    let mut next = 0;
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let conversion = chars.next();
+        if conversion == Some('%') {
+            out.push('%');
+            continue;
+        }
+        let argument = arguments
+            .get(next)
+            .copied()
+            .ok_or_else(|| DataFusionError::Execution("too few arguments for format()".into()))?;
+        next += 1;
+        match (conversion, argument) {
+            (Some('s'), value) => out.push_str(value.unwrap_or("")),
+            (Some('I'), Some(value)) => out.push_str(&quoted_identifier(value)),
+            (Some('I'), None) => {
+                return Err(DataFusionError::Execution(
+                    "null values cannot be formatted as an SQL identifier".into(),
+                ))
+            }
+            (Some('L'), Some(value)) => {
+                out.push('\'');
+                out.push_str(&value.replace('\'', "''"));
+                out.push('\'');
+            }
+            (Some('L'), None) => out.push_str("NULL"),
+            (other, _) => {
+                return Err(DataFusionError::Execution(format!(
+                    "unrecognized format() type specifier \"{}\"",
+                    other.map(String::from).unwrap_or_default()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An identifier as PostgreSQL's `quote_ident` writes it: bare when it is lower-case letters,
+/// digits and underscores not starting with a digit, double-quoted otherwise.
+fn quoted_identifier(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// `pg_when(condition, value)`: `value` where `condition` is true, else NULL — a CASE with
 /// one branch, as a function (see `rewrite`).
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -511,12 +610,21 @@ impl ScalarUDFImpl for When {
     }
 }
 
-/// Functions whose answer depends on the session: its settings and its user.
+/// Functions whose answer depends on the session: its settings, its user and its number
+/// (`pg_backend_pid()`, which clients use to tell connections apart).
 pub(crate) fn register_session_functions(
     context: &SessionContext,
     user: &str,
+    backend_pid: i32,
     setting: SettingReader,
 ) {
+    context.register_udf(create_udf(
+        "pg_backend_pid",
+        vec![],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(backend_pid))))),
+    ));
     context.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
         setting,
         signature: Signature::one_of(
@@ -635,6 +743,19 @@ impl ScalarUDFImpl for CurrentSetting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_quotes_identifiers_and_literals() {
+        assert_eq!(
+            format_text("%I.%I", &[Some("public"), Some("My Table")]).unwrap(),
+            "public.\"My Table\""
+        );
+        assert_eq!(
+            format_text("%s-%L-%L-%%", &[None, Some("it's"), None]).unwrap(),
+            "-'it''s'-NULL-%"
+        );
+        assert!(format_text("%s %s", &[Some("a")]).is_err());
+    }
 
     #[test]
     fn like_patterns_get_backslash_escapes() {

@@ -6,13 +6,14 @@
 //!   static tables.
 //! - [`functions`]: catalog functions (`pg_get_userbyid`, `has_*_privilege`,
 //!   `current_setting` …).
+//! - [`information_schema`]: `information_schema` as PostgreSQL shapes it, from the same
+//!   catalog and with the same column types.
 //! - [`rewrite`]: rewrites of syntax DataFusion does not plan (`LIKE … ESCAPE`,
-//!   `generate_subscripts`).
-//!
-//! `information_schema` is DataFusion's own, generated from the same catalog.
+//!   `generate_subscripts`, correlated subqueries it does not decorrelate, `ARRAY(subquery)`).
 
 mod catalog;
 mod functions;
+mod information_schema;
 pub(crate) mod rewrite;
 
 use std::sync::Arc;
@@ -42,13 +43,22 @@ pub(crate) fn setup(context: &SessionContext, database: &str) -> Result<(), Engi
         EmptyContextProvider,
     )?);
     let type_oids = catalog::type_oids(&static_tables)?;
-    let source = Arc::new(catalog::CatalogSource::new(catalogs, database));
+    let source = Arc::new(catalog::CatalogSource::new(catalogs.clone(), database));
     catalog.register_schema(
         "pg_catalog",
         Arc::new(catalog::PgCatalogSchema::new(
             inner,
             source.clone(),
             static_tables,
+        )),
+    )?;
+    // DataFusion's own information_schema is turned off (see `build_context`), so this one is
+    // found under the name.
+    catalog.register_schema(
+        datafusion::catalog::information_schema::INFORMATION_SCHEMA,
+        Arc::new(information_schema::InformationSchema::new(
+            source.clone(),
+            catalogs.clone(),
         )),
     )?;
     functions::register(context, &source, type_oids);
