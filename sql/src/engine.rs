@@ -1293,6 +1293,10 @@ impl Engine {
         for entry in &entries {
             match self.restore_entry(&session, &catalog, entry).await {
                 Ok(()) => restored += 1,
+                Err(err) if entry.kind == EntryKind::Sink => {
+                    tracing::error!(sink = %entry.name, error = %err, "sink could not start; retrying in the background");
+                    self.retry_sink(entry.clone(), err.message().to_string());
+                }
                 Err(err) => {
                     tracing::error!(table = %entry.name, error = %err, "could not restore from the catalog; queries on it will report this");
                     self.mark_unavailable(&session, entry, err.message());

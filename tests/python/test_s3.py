@@ -116,3 +116,62 @@ def test_parquet_sink_archives_a_source_to_s3(server, s3):
         assert conn.execute("SELECT count(*), sum(id) FROM archived").fetchone() == expected
         state = conn.execute("SHOW SINKS").fetchall()[0]
         assert state[0] == "public.archive" and state[3] == "running", state
+
+
+def archived(client, bucket, prefix):
+    """(rows, sum of id) of the Parquet files a sink published under `prefix`."""
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    tables = [pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+              for k in keys if k.endswith(".parquet")]
+    return sum(t.num_rows for t in tables), sum(pa.compute.sum(t["id"]).as_py() or 0 for t in tables)
+
+
+def test_sink_whose_destination_is_down_at_start_up_retries_and_loses_nothing(start_server):
+    import time
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket="retry")
+    options = (f"'aws.endpoint' = '{endpoint}', 'aws.access_key_id' = 'testing', "
+               "'aws.secret_access_key' = 'testing', 'aws.region' = 'us-east-1'")
+    server = start_server()
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE SOURCE events (id BIGINT, ts TIMESTAMP) WITH (connector = 'datagen', events = 4000, rate = 500)")
+        conn.execute("CREATE SINK archive FROM events WITH (connector = 'parquet', path = 's3://retry/archive/', "
+                     f"rollover_interval = '300ms', {options})")
+        conn.execute("CREATE SINK doomed FROM events WITH (connector = 'parquet', path = 's3://retry/doomed/', "
+                     f"rollover_interval = '300ms', {options})")
+        time.sleep(2)
+    server.stop()  # a clean stop commits what the sinks wrote
+    before = archived(client, "retry", "archive/")
+    assert 0 < before[0] < 4000, before
+    moto.stop()
+
+    server = start_server()
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        sinks = {row[0]: row for row in conn.execute("SHOW SINKS").fetchall()}
+        assert sinks["public.archive"][3] == "retrying", sinks
+        assert sinks["public.archive"][5], "the error is shown"
+        # A sink that is still retrying can be dropped.
+        conn.execute("DROP SINK doomed")
+        assert [row[0] for row in conn.execute("SHOW SINKS").fetchall()] == ["public.archive"]
+
+        # The destination comes back (moto keeps its objects in this process): the sink starts
+        # from its checkpoint and the archive ends up with every event exactly once.
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+        moto.start()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            state = conn.execute("SHOW SINKS").fetchall()[0][3]
+            after = archived(client, "retry", "archive/")
+            if state == "running" and after[0] >= 4000:
+                break
+            time.sleep(0.5)
+        assert state == "running"
+        expected = conn.execute("SELECT count(*), sum(id) FROM events").fetchone()
+        assert expected[0] == 4000
+        assert after == tuple(expected)
+    moto.stop()

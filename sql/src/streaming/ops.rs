@@ -536,6 +536,78 @@ impl Engine {
         self.start_sink(session, &entry.name, &create, false).await
     }
 
+    /// Keeps trying to start a sink that could not start with the server (its destination was
+    /// unreachable, say): `SHOW SINKS` lists it as `retrying` with the error, it starts as soon
+    /// as it can — from its checkpoint, so nothing is lost — and `DROP SINK` ends the attempts.
+    /// Attempts back off from 1 s to 60 s.
+    pub(crate) fn retry_sink(&self, entry: Entry, error: String) {
+        let key = entry.name.clone();
+        let sql = entry.sql.clone().unwrap_or_default();
+        let from = match super::statements::parse_stream_statement(&sql) {
+            Ok(Some(StreamStatement::CreateSink(create))) => {
+                table_key(&TableReference::from(create.from.as_str()))
+            }
+            _ => String::new(),
+        };
+        let status = Arc::new(Mutex::new(JobStatus {
+            state: "retrying".to_string(),
+            last_error: Some(error),
+            ..Default::default()
+        }));
+        let (stop, mut stop_rx) = watch::channel(false);
+        let engine = self.clone();
+        let task_status = status.clone();
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let key = task_key;
+            let mut delay = Duration::from_secs(1);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop_rx.changed() => return,
+                }
+                // DROP SINK holds the catalog while it stops this task: give way to it.
+                let catalog = tokio::select! {
+                    catalog = engine.catalog().lock() => catalog,
+                    _ = stop_rx.changed() => return,
+                };
+                if *stop_rx.borrow() || catalog.get(&key).is_none_or(|e| e.kind != EntryKind::Sink)
+                {
+                    return;
+                }
+                let session = engine.new_session("freshet");
+                match engine.restore_sink(&session, &entry).await {
+                    Ok(()) => {
+                        tracing::info!(sink = %key, "sink started after retrying");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(sink = %key, error = %err, retry_in = ?delay * 2, "sink still cannot start");
+                        task_status
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .last_error = Some(err.message().to_string());
+                    }
+                }
+                drop(catalog);
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        });
+        self.streams().insert(
+            key,
+            JobEntry {
+                kind: JobKind::Sink,
+                input: from.clone(),
+                query: format!("{from} → (not started)"),
+                mode: "append",
+                status,
+                store: None,
+                stop,
+                task: Some(task),
+            },
+        );
+    }
+
     async fn drop_sink(&self, name: &str, if_exists: bool) -> Result<Output, EngineError> {
         let mut catalog = self.catalog().lock().await;
         let key = table_key(&TableReference::from(name));
