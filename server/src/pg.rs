@@ -121,7 +121,8 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(match &self.frontend.users {
             Some(users) => Startup::Scram(Box::new(
                 SASLAuthStartupHandler::new(Arc::new(server_parameters()))
-                    .with_scram(scram(users.clone())),
+                    .with_scram(scram(users.clone()))
+                    .with_pid_secret_key_generator(pid_generator()),
             )),
             None => Startup::Trust,
         })
@@ -130,6 +131,14 @@ impl PgWireServerHandlers for Handlers {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.frontend.cancels.clone()
     }
+}
+
+/// One process-id sequence for every connection: the handlers are made per connection, and a
+/// generator made with them would give every connection the same process id.
+fn pid_generator() -> Arc<RandomPidSecretKeyGenerator> {
+    static GENERATOR: std::sync::OnceLock<Arc<RandomPidSecretKeyGenerator>> =
+        std::sync::OnceLock::new();
+    GENERATOR.get_or_init(Default::default).clone()
 }
 
 fn scram(users: Arc<UserStore>) -> ScramAuth {
@@ -241,7 +250,7 @@ impl StartupHandler for Startup {
                 if let PgWireFrontendMessage::Startup(ref startup) = message {
                     protocol_negotiation(client, startup).await?;
                     save_startup_parameters_to_metadata(client, startup);
-                    let (pid, secret_key) = RandomPidSecretKeyGenerator::default().generate(client);
+                    let (pid, secret_key) = pid_generator().generate(client);
                     client.set_pid_and_secret_key(pid, secret_key);
                     finish_authentication(client, &server_parameters()).await?;
                 }
@@ -391,7 +400,7 @@ fn connection<C: ClientInfo>(frontend: &PgFrontend, client: &C) -> Arc<Connectio
             .metrics
             .pg_connections_total
             .fetch_add(1, Ordering::Relaxed);
-        let session = frontend.engine.new_session(&user);
+        let session = frontend.engine.new_session_with_pid(&user, Some(pid));
         for (name, value) in startup_settings(client.metadata()) {
             if let Err(err) = session.set(&name, Some(&value)) {
                 tracing::debug!(%name, %value, error = %err, "start-up setting ignored");

@@ -336,8 +336,15 @@ impl Engine {
         }
     }
 
-    /// A new session for `user`.
+    /// A new session for `user`; `pg_backend_pid()` is its session number.
     pub fn new_session(&self, user: &str) -> Session {
+        self.new_session_with_pid(user, None)
+    }
+
+    /// A new session for `user` whose `pg_backend_pid()` is `backend_pid` — for pgwire, the
+    /// process id sent to the client in BackendKeyData, so a client that cancels or tells
+    /// connections apart by it sees one number.
+    pub fn new_session_with_pid(&self, user: &str, backend_pid: Option<i32>) -> Session {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         let state = SessionStateBuilder::new_from_existing(self.inner.context.state())
             .with_session_id(format!("freshet-{id}"))
@@ -345,7 +352,8 @@ impl Engine {
         let session = Session::new(user, SessionContext::new_with_state(state));
         // PostgreSQL's backend PIDs are positive int4s; session numbers wrap around in
         // that range.
-        let backend_pid = i32::try_from(id % i32::MAX as u64).unwrap_or(i32::MAX);
+        let backend_pid =
+            backend_pid.unwrap_or_else(|| i32::try_from(id % i32::MAX as u64).unwrap_or(i32::MAX));
         crate::pg_compat::register_session_functions(
             session.context(),
             user,

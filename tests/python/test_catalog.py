@@ -232,6 +232,8 @@ def test_catalog_functions_and_settings(catalog_server):
         # pg_backend_pid() tells connections apart and stays the same within one.
         pid = one("SELECT pg_backend_pid()")
         assert isinstance(pid, int) and pid > 0
+        # … and is the process id of the connection's BackendKeyData (what cancel requests use).
+        assert pid == conn.info.backend_pid
         assert one("SELECT pg_backend_pid()") == pid
         with psycopg.connect(catalog_server.pg_dsn(), autocommit=True) as other:
             assert rows(other, "SELECT pg_backend_pid()")[0][0] != pid
