@@ -346,4 +346,26 @@ async fn fresh_clicks_change_recommendations_through_fold_in() {
     assert!(overlap >= 3, "fresh {fresh:?} vs user 12 {twelve:?}");
     // User 7's clicked item left its list.
     assert!(after.iter().all(|(i, _)| *i != before[0].0), "{after:?}");
+
+    // After a restart (the saved model, no retraining) fold-in resumes from where the training
+    // query started, so the clicks made before the restart still count.
+    drop(client);
+    server.stop();
+    let server = TestServer::start(work.path(), &Options::default());
+    let client = server.client().await;
+    let start = Instant::now();
+    let again = loop {
+        let again = recommended(
+            &client,
+            &format!("SELECT * FROM recommend('live', {new_user}, 5)"),
+        )
+        .await;
+        if again == fresh || start.elapsed() > Duration::from_secs(20) {
+            break again;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(again, fresh, "fold-in after a restart");
+    let after_restart = recommended(&client, "SELECT * FROM recommend('live', 7, 10)").await;
+    assert_eq!(after_restart, after);
 }

@@ -143,6 +143,10 @@ pub struct TrainedModel {
     /// Column names of the training query (user, item, rating).
     pub columns: [String; 3],
     pub stats: TrainingStats,
+    /// The fold-in source's read positions (partition → offset) when the training query
+    /// started: interactions after them are fresh for this model. Saved with it, so after a
+    /// restart fold-in resumes from there. Empty without `fold_in_source`.
+    pub fold_in_from: BTreeMap<i32, i64>,
 }
 
 impl TrainedModel {

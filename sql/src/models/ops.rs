@@ -148,9 +148,11 @@ impl Engine {
         let name = slot.name.clone();
         let params = definition.params.clone();
         let dir = store::dir(self.data_dir(), &name);
+        let saved_from = fold_in_from.clone();
         let trained = tokio::task::spawn_blocking(move || -> Result<TrainedModel, EngineError> {
             let started = Instant::now();
             let mut model = ratings_model(&schema, &batches, &params)?;
+            model.fold_in_from = saved_from;
             let ratings = model_ratings(&model);
             let mut last_rmse = f64::NAN;
             let factors = als::train(&ratings, &params, &mut |report| {
@@ -310,9 +312,13 @@ impl Engine {
         self.models().insert(slot.clone());
         match loaded {
             Some(model) => {
-                // Interactions that arrived before this start are not known to be fresh or
-                // not: fold in from now on (the next refresh includes everything).
-                if let Some(source) = &create.definition.fold_in_source {
+                // Fold in from where the saved model's training query started; a model saved
+                // without those positions folds in from now on (the next refresh includes
+                // everything).
+                if !model.fold_in_from.is_empty() {
+                    *slot.fold_in_from.lock().unwrap_or_else(|p| p.into_inner()) =
+                        model.fold_in_from.clone();
+                } else if let Some(source) = &create.definition.fold_in_source {
                     let key = table_key(&TableReference::from(source.as_str()));
                     if let Some(handle) = self.source(&key) {
                         if let Ok(splits) = handle.source.positions().await {
@@ -594,6 +600,7 @@ fn ratings_model(
         rated,
         columns,
         stats: TrainingStats::default(),
+        fold_in_from: BTreeMap::new(),
     })
 }
 

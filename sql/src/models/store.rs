@@ -6,7 +6,7 @@
 //! rename. A crash leaves the previous version or the new one; files of other versions are
 //! deleted after the switch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,9 @@ struct Meta {
     columns: [String; 3],
     stats: TrainingStats,
     rank: usize,
+    /// Absent in models saved before it existed.
+    #[serde(default)]
+    fold_in_from: BTreeMap<i32, i64>,
 }
 
 fn io(what: &str, path: &Path, err: impl std::fmt::Display) -> EngineError {
@@ -163,6 +166,7 @@ pub fn save(dir: &Path, model: &TrainedModel) -> Result<(), EngineError> {
         columns: model.columns.clone(),
         stats: model.stats.clone(),
         rank,
+        fold_in_from: model.fold_in_from.clone(),
     };
     let temp = dir.join("meta.json.tmp");
     let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| io("encode", &temp, e))?;
@@ -241,6 +245,7 @@ pub fn load(dir: &Path) -> Result<Option<TrainedModel>, EngineError> {
         rated,
         columns: meta.columns,
         stats: meta.stats,
+        fold_in_from: meta.fold_in_from,
     }))
 }
 
@@ -280,6 +285,7 @@ mod tests {
             item_ids,
             rated: vec![vec![(0, 4.0), (2, 1.0)], vec![(1, 5.0)]],
             columns: ["u".into(), "i".into(), "r".into()],
+            fold_in_from: BTreeMap::from([(0, 41), (3, 7)]),
             stats: TrainingStats {
                 ratings: 3,
                 trained_at_ms: 5,
@@ -295,6 +301,7 @@ mod tests {
         assert_eq!(loaded.user_ids, model.user_ids);
         assert_eq!(loaded.item_ids, model.item_ids);
         assert_eq!(loaded.rated, model.rated);
+        assert_eq!(loaded.fold_in_from, model.fold_in_from);
         assert_eq!(loaded.user(&Id::Text("bob".to_string())), Some(1));
         // Only the current version's files remain.
         let files = fs::read_dir(tmp.path()).unwrap().count();
