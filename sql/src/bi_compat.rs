@@ -14,12 +14,10 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::error::EngineError;
-use crate::parser::byte_offset;
 use crate::session::Session;
+use crate::text_rewrite::{apply_edits, is_word, significant_pieces, Edit, Piece};
 
 /// Grafana's search-path expansion (postgresMetaQuery.ts, `buildSchemaConstraint`), compared
 /// token by token, so whitespace and letter case do not matter.
@@ -32,35 +30,18 @@ const GRAFANA_SEARCH_PATH_SUBQUERY: &str = r#"SELECT
     ) as i,
     string_to_array(current_setting('search_path'),',') s"#;
 
-/// A significant token with its byte range in the statement.
-struct Piece {
-    token: Token,
-    start: usize,
-    end: usize,
-}
-
-/// A replacement of `sql[start..end]`.
-struct Edit {
-    start: usize,
-    end: usize,
-    text: String,
-}
-
 /// Rewrites Grafana's search-path subquery for `session`.
 /// Returns the text unchanged (borrowed) when there is nothing to rewrite or it cannot be
 /// tokenized (the parser then reports the error).
-pub(crate) fn rewrite_session_lookups<'a>(
-    sql: &'a str,
-    session: &Session,
-) -> Result<Cow<'a, str>, EngineError> {
+pub(crate) fn rewrite_session_lookups<'a>(sql: &'a str, session: &Session) -> Cow<'a, str> {
     if !sql.to_ascii_lowercase().contains("current_setting") {
-        return Ok(Cow::Borrowed(sql));
+        return Cow::Borrowed(sql);
     }
     let Some(pieces) = significant_pieces(sql) else {
-        return Ok(Cow::Borrowed(sql));
+        return Cow::Borrowed(sql);
     };
     if !is_query(&pieces) {
-        return Ok(Cow::Borrowed(sql));
+        return Cow::Borrowed(sql);
     }
     let pattern = grafana_pattern();
     let mut edits = Vec::new();
@@ -78,37 +59,7 @@ pub(crate) fn rewrite_session_lookups<'a>(
             index += 1;
         }
     }
-    if edits.is_empty() {
-        return Ok(Cow::Borrowed(sql));
-    }
-    let mut text = String::with_capacity(sql.len());
-    let mut copied = 0;
-    for edit in edits {
-        text.push_str(&sql[copied..edit.start]);
-        text.push_str(&edit.text);
-        copied = edit.end;
-    }
-    text.push_str(&sql[copied..]);
-    Ok(Cow::Owned(text))
-}
-
-fn significant_pieces(sql: &str) -> Option<Vec<Piece>> {
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .ok()?;
-    let mut line_starts = vec![0];
-    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-    let pieces = tokens
-        .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
-        .map(|t| Piece {
-            start: byte_offset(&line_starts, sql, t.span.start),
-            end: byte_offset(&line_starts, sql, t.span.end),
-            token: t.token,
-        })
-        .collect();
-    Some(pieces)
+    apply_edits(sql, edits)
 }
 
 fn is_query(pieces: &[Piece]) -> bool {
@@ -147,11 +98,6 @@ fn same_token(a: &Token, b: &Token) -> bool {
     }
 }
 
-fn is_word(piece: Option<&Piece>, keyword: &str) -> bool {
-    matches!(piece, Some(Piece { token: Token::Word(w), .. })
-        if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
-}
-
 /// What Grafana's subquery returns for this session, as the inside of `IN ( … )`.
 fn search_path_schemas(session: &Session) -> String {
     let search_path = session.get("search_path").unwrap_or_default();
@@ -188,7 +134,7 @@ mod tests {
     }
 
     fn rewrite(sql: &str, session: &Session) -> String {
-        rewrite_session_lookups(sql, session).unwrap().into_owned()
+        rewrite_session_lookups(sql, session).into_owned()
     }
 
     #[test]

@@ -460,7 +460,7 @@ impl Engine {
         sql: &str,
     ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
         let sql: &str = &crate::windows::rewrite_flink_window_syntax(sql)?;
-        let sql: &str = &crate::bi_compat::rewrite_session_lookups(sql, session)?;
+        let sql: &str = &crate::bi_compat::rewrite_session_lookups(sql, session);
         let tokens = parser::significant_tokens(sql)?;
         if tokens.is_empty() {
             return Ok((PreparedKind::Empty, None, Vec::new()));

@@ -20,6 +20,7 @@ mod session;
 pub mod sources;
 pub mod streaming;
 mod tables;
+mod text_rewrite;
 mod windows;
 
 pub use datafusion;

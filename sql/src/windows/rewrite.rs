@@ -10,25 +10,11 @@
 
 use std::borrow::Cow;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::spec::WindowKind;
 use crate::error::EngineError;
-
-/// A significant token with its byte range in the statement.
-struct Piece {
-    token: Token,
-    start: usize,
-    end: usize,
-}
-
-/// A replacement of `sql[start..end]`.
-struct Edit {
-    start: usize,
-    end: usize,
-    text: String,
-}
+use crate::text_rewrite::{apply_edits, is_token, is_word, significant_pieces, Edit, Piece};
 
 /// Rewrites Flink's `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))` and `TABLE(HOP(TABLE t,
 /// DESCRIPTOR(ts), slide, size))` (positional or named arguments) to `tumble(t, ts, size)` and
@@ -54,60 +40,7 @@ pub(crate) fn rewrite_flink_window_syntax(sql: &str) -> Result<Cow<'_, str>, Eng
             None => index += 1,
         }
     }
-    if edits.is_empty() {
-        return Ok(Cow::Borrowed(sql));
-    }
-    let mut text = String::with_capacity(sql.len());
-    let mut copied = 0;
-    for edit in edits {
-        text.push_str(&sql[copied..edit.start]);
-        text.push_str(&edit.text);
-        copied = edit.end;
-    }
-    text.push_str(&sql[copied..]);
-    Ok(Cow::Owned(text))
-}
-
-fn significant_pieces(sql: &str) -> Option<Vec<Piece>> {
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .ok()?;
-    let mut line_starts = vec![0];
-    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-    let pieces = tokens
-        .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
-        .map(|t| Piece {
-            start: byte_offset(&line_starts, sql, t.span.start),
-            end: byte_offset(&line_starts, sql, t.span.end),
-            token: t.token,
-        })
-        .collect();
-    Some(pieces)
-}
-
-/// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
-fn byte_offset(line_starts: &[usize], sql: &str, location: Location) -> usize {
-    let line_index = (location.line as usize).saturating_sub(1);
-    let Some(&line_start) = line_starts.get(line_index) else {
-        return sql.len();
-    };
-    let column = (location.column as usize).saturating_sub(1);
-    sql[line_start..]
-        .char_indices()
-        .nth(column)
-        .map(|(offset, _)| line_start + offset)
-        .unwrap_or(sql.len())
-}
-
-fn is_word(piece: Option<&Piece>, keyword: &str) -> bool {
-    matches!(piece, Some(Piece { token: Token::Word(w), .. })
-        if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
-}
-
-fn is_token(piece: Option<&Piece>, token: &Token) -> bool {
-    piece.is_some_and(|p| &p.token == token)
+    Ok(apply_edits(sql, edits))
 }
 
 fn window_kind(piece: Option<&Piece>) -> Option<WindowKind> {
