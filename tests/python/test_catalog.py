@@ -229,6 +229,9 @@ def test_catalog_functions_and_settings(catalog_server):
         assert one("SELECT pg_table_is_visible(oid) FROM pg_catalog.pg_class WHERE relname = 'recs'") is False
         assert one("SELECT 'pg_x' LIKE 'pg/_%' ESCAPE '/'") is True
         assert one("SELECT 'pgax' LIKE 'pg/_%' ESCAPE '/'") is False
+        # current_role is a keyword like current_user; a '\x…' literal cast to bytea is hex.
+        assert one("SELECT current_role") == "alice"
+        assert one("SELECT '\\x0102ff'::bytea") == b"\x01\x02\xff"
         # pg_backend_pid() tells connections apart and stays the same within one.
         pid = one("SELECT pg_backend_pid()")
         assert isinstance(pid, int) and pid > 0

@@ -123,6 +123,36 @@ fn rewrite_expr(expr: &mut Expr) {
             let when = conditions.remove(0);
             *expr = call("pg_when", vec![when.condition, when.result]);
         }
+        // `current_role` is a keyword like `current_user`, which the parser does not know:
+        // it would be read as a column.
+        Expr::Identifier(ident)
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("current_role") =>
+        {
+            *expr = call("current_role", vec![]);
+        }
+        // `'\x0102'::bytea` is hex in PostgreSQL; DataFusion's cast would keep the text's bytes.
+        Expr::Cast {
+            data_type: DataType::Bytea,
+            expr: value,
+            ..
+        } if matches!(value.as_ref(), Expr::Value(v)
+            if matches!(&v.value, Value::SingleQuotedString(text) if text.starts_with("\\x"))) =>
+        {
+            let Expr::Value(v) = value.as_ref() else {
+                return;
+            };
+            let Value::SingleQuotedString(text) = &v.value else {
+                return;
+            };
+            let hex = text[2..].to_string();
+            *expr = call(
+                "decode",
+                vec![
+                    Expr::value(Value::SingleQuotedString(hex)),
+                    Expr::value(Value::SingleQuotedString("hex".to_string())),
+                ],
+            );
+        }
         Expr::Cast {
             data_type: DataType::Regclass,
             expr: value,
@@ -592,6 +622,18 @@ mod tests {
         assert_eq!(
             rewritten("SELECT 1 WHERE a LIKE 'x' ESCAPE '\\'"),
             "SELECT 1 WHERE a LIKE 'x' ESCAPE '\\'"
+        );
+    }
+
+    #[test]
+    fn current_role_and_hex_bytea_literals() {
+        assert_eq!(
+            rewritten("SELECT current_role, \"current_role\" FROM t"),
+            "SELECT current_role(), \"current_role\" FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT '\\x0102'::bytea, 'ab'::bytea"),
+            "SELECT decode('0102', 'hex'), 'ab'::BYTEA"
         );
     }
 
