@@ -570,9 +570,13 @@ fn ratings_model(
             "the training query returned no ratings (rows with NULL ids or ratings are skipped)",
         ));
     }
+    // Indexes follow the ids' order, not the order the query returned them in (which a
+    // parallel scan does not fix): the seed then gives the same model for the same ratings.
+    let (user_ids, new_user, user_index) = sorted_ids(user_ids);
+    let (item_ids, new_item, item_index) = sorted_ids(item_ids);
     let mut rated = vec![Vec::new(); user_ids.len()];
     for (u, i) in &order {
-        rated[*u as usize].push((*i, pairs[&(*u, *i)]));
+        rated[new_user[*u as usize] as usize].push((new_item[*i as usize], pairs[&(*u, *i)]));
     }
     for list in &mut rated {
         list.sort_by_key(|(i, _)| *i);
@@ -605,6 +609,19 @@ fn ratings_model(
 }
 
 /// The solver's input: every (user, item, value) once.
+/// `ids` sorted, the new index of each old one, and the index of each id.
+fn sorted_ids(ids: Vec<Id>) -> (Vec<Id>, Vec<u32>, HashMap<Id, u32>) {
+    let mut by_id: Vec<(Id, u32)> = ids.into_iter().zip(0..).collect();
+    by_id.sort_unstable();
+    let mut new_of_old = vec![0u32; by_id.len()];
+    for (new, (_, old)) in by_id.iter().enumerate() {
+        new_of_old[*old as usize] = new as u32;
+    }
+    let ids: Vec<Id> = by_id.into_iter().map(|(id, _)| id).collect();
+    let index = ids.iter().cloned().zip(0..).collect();
+    (ids, new_of_old, index)
+}
+
 fn model_ratings(model: &TrainedModel) -> Ratings {
     let mut ratings = Ratings {
         n_users: model.user_ids.len(),
@@ -643,4 +660,58 @@ fn show_models_schema() -> SchemaRef {
         Field::new("fold_in_source", DataType::Utf8, true),
         Field::new("last_error", DataType::Utf8, true),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Float64Array, Int64Array};
+
+    use super::*;
+
+    fn batch(rows: &[(i64, i64, f64)]) -> (SchemaRef, RecordBatch) {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("item_id", DataType::Int64, false),
+            Field::new("rating", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap();
+        (schema, batch)
+    }
+
+    /// The same ratings in another row order (a parallel scan gives no fixed order) train the
+    /// same model for a seed.
+    #[test]
+    fn the_order_of_the_rows_does_not_change_the_model() {
+        let rows: Vec<(i64, i64, f64)> = (0..300)
+            .map(|n| (n % 17 * 3, (n * 7) % 23 + 100, (1 + n % 5) as f64))
+            .collect();
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        let params = als::AlsParams {
+            rank: 4,
+            iterations: 3,
+            ..Default::default()
+        };
+        let train = |rows: &[(i64, i64, f64)]| {
+            let (schema, batch) = batch(rows);
+            let mut model = ratings_model(&schema, &[batch], &params).unwrap();
+            let factors = als::train(&model_ratings(&model), &params, &mut |_| {}).unwrap();
+            model.model = factors;
+            model
+        };
+        let (forward, backward) = (train(&rows), train(&reversed));
+        assert_eq!(forward.user_ids, backward.user_ids);
+        assert_eq!(forward.item_ids, backward.item_ids);
+        assert_eq!(forward.rated, backward.rated);
+        assert_eq!(forward.model.user_factors, backward.model.user_factors);
+        assert_eq!(forward.model.item_factors, backward.model.item_factors);
+    }
 }
