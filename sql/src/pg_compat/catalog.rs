@@ -69,6 +69,19 @@ pub(crate) struct Snapshot {
     pub relations: Vec<Relation>,
 }
 
+impl Snapshot {
+    /// Every column of every relation: (relation, 1-based position, field).
+    pub(crate) fn columns(&self) -> impl Iterator<Item = (&Relation, usize, &Field)> {
+        self.relations.iter().flat_map(|r| {
+            r.columns
+                .fields()
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (r, i + 1, f.as_ref()))
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct OidState {
     next: u32,
@@ -645,15 +658,8 @@ fn pg_attribute_schema() -> SchemaRef {
 
 fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<RecordBatch> {
     let columns: Vec<(u32, i16, &Field, PgColumnType)> = snapshot
-        .relations
-        .iter()
-        .flat_map(|r| {
-            r.columns
-                .fields()
-                .iter()
-                .enumerate()
-                .map(move |(i, f)| (r.oid, (i + 1) as i16, f.as_ref(), pg_column_type(f)))
-        })
+        .columns()
+        .map(|(r, position, f)| (r.oid, position as i16, f, pg_column_type(f)))
         .collect();
     let rows = columns.len();
     let repeat_i32 = |v: i32| int32(std::iter::repeat_n(v, rows));

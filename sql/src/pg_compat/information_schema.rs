@@ -398,15 +398,8 @@ fn column_type(field: &Field) -> ColumnType {
 
 fn columns_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<RecordBatch> {
     let columns: Vec<(&Relation, i32, &Field, ColumnType)> = snapshot
-        .relations
-        .iter()
-        .flat_map(|r| {
-            r.columns
-                .fields()
-                .iter()
-                .enumerate()
-                .map(move |(i, f)| (r, i as i32 + 1, f.as_ref(), column_type(f)))
-        })
+        .columns()
+        .map(|(r, position, f)| (r, position as i32, f, column_type(f)))
         .collect();
     let rows = columns.len();
     let nulls = || null_text(rows);
