@@ -5,9 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use freshet_sql::limits::StatementLimits;
 use freshet_sql::streaming::statements::parse_duration;
 use freshet_sql::StreamDefaults;
 use serde::Deserialize;
@@ -51,6 +53,19 @@ pub struct ServeArgs {
     /// [default: 30s].
     #[arg(long, env = "FRESHET_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
+    /// Largest PostgreSQL wire message accepted, in bytes [default: 67108864 (64 MiB)].
+    #[arg(long, env = "FRESHET_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Longest statement text accepted, in bytes [default: 4194304 (4 MiB)].
+    #[arg(long, env = "FRESHET_MAX_STATEMENT_BYTES")]
+    pub max_statement_bytes: Option<usize>,
+    /// Most operators one expression may chain [default: 1000].
+    #[arg(long, env = "FRESHET_MAX_EXPRESSION_DEPTH")]
+    pub max_expression_depth: Option<usize>,
+    /// How long a connection may take to finish start-up and authentication, e.g. `60s`
+    /// [default: 60s].
+    #[arg(long, env = "FRESHET_AUTHENTICATION_TIMEOUT")]
+    pub authentication_timeout: Option<String>,
 }
 
 /// The config file's shape.
@@ -66,6 +81,10 @@ struct FileConfig {
     max_connections: Option<usize>,
     checkpoint_interval: Option<String>,
     idle_timeout: Option<String>,
+    max_message_bytes: Option<usize>,
+    max_statement_bytes: Option<usize>,
+    max_expression_depth: Option<usize>,
+    authentication_timeout: Option<String>,
     #[serde(default)]
     auth: AuthConfig,
 }
@@ -105,6 +124,12 @@ pub struct Config {
     pub allowed_roots: Vec<PathBuf>,
     pub init_sql: Option<PathBuf>,
     pub max_connections: usize,
+    /// Largest PostgreSQL wire message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Limits on one statement (text length, expression depth).
+    pub statement_limits: StatementLimits,
+    /// How long a connection may take to finish start-up and authentication.
+    pub authentication_timeout: Duration,
     /// Defaults of continuous queries.
     pub streams: StreamDefaults,
     pub auth: AuthConfig,
@@ -127,6 +152,12 @@ fn stream_defaults(
     }
     Ok(defaults)
 }
+
+/// The default largest wire message: far below PostgreSQL's 1 GB, so 256 connections cannot
+/// make the server buffer more than a few GB between them.
+const MESSAGE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+/// The smallest `max_message_bytes` allowed.
+const MESSAGE_BYTES_MIN: usize = 16 * 1024;
 
 fn addr(text: &str) -> SocketAddr {
     // Only called on the constants below, which are valid addresses.
@@ -175,6 +206,32 @@ impl Config {
             allowed_roots: allowed_roots.into_iter().map(absolute).collect(),
             init_sql: args.init_sql.clone().or(file.init_sql),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(256),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(MESSAGE_BYTES_DEFAULT),
+            statement_limits: {
+                let defaults = StatementLimits::default();
+                StatementLimits {
+                    text_bytes_max: args
+                        .max_statement_bytes
+                        .or(file.max_statement_bytes)
+                        .unwrap_or(defaults.text_bytes_max),
+                    expression_depth_max: args
+                        .max_expression_depth
+                        .or(file.max_expression_depth)
+                        .unwrap_or(defaults.expression_depth_max),
+                }
+            },
+            authentication_timeout: match args
+                .authentication_timeout
+                .clone()
+                .or(file.authentication_timeout)
+            {
+                Some(text) => parse_duration("authentication_timeout", &text)
+                    .map_err(|e| anyhow::anyhow!(e.message().to_string()))?,
+                None => Duration::from_secs(60),
+            },
             streams: stream_defaults(
                 args.checkpoint_interval
                     .clone()
@@ -191,6 +248,19 @@ impl Config {
     fn validate(&self) -> Result<()> {
         if self.max_connections == 0 {
             bail!("max_connections must be at least 1");
+        }
+        // A start-up packet or a small query must always fit.
+        if self.max_message_bytes < MESSAGE_BYTES_MIN {
+            bail!("max_message_bytes must be at least {MESSAGE_BYTES_MIN}");
+        }
+        if self.statement_limits.text_bytes_max == 0 {
+            bail!("max_statement_bytes must be at least 1");
+        }
+        if self.statement_limits.expression_depth_max == 0 {
+            bail!("max_expression_depth must be at least 1");
+        }
+        if self.authentication_timeout.is_zero() {
+            bail!("authentication_timeout must be more than 0");
         }
         for user in &self.auth.users {
             if user.name.is_empty() || user.password.is_empty() {

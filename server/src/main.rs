@@ -46,9 +46,37 @@ fn init_logging() {
         .init();
 }
 
+/// Panics are bugs, but one reachable from a client must cost that client's connection only
+/// (see `server::accept_pg`) and one line in the log, not a backtrace per message: the hook
+/// logs the message and where it happened; `RUST_BACKTRACE=1` adds the backtrace.
+fn init_panic_logging() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(%location, thread, "internal error (panic): {message}");
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
+}
+
+/// Stack of each runtime worker thread (virtual memory: only what is used is resident).
+const WORKER_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    init_panic_logging();
     let (args, demo) = match cli.command {
         Command::Serve(args) => (args, false),
         Command::Demo(mut args) => {
@@ -61,6 +89,9 @@ fn main() -> ExitCode {
     let result = Config::load(&args).and_then(|config| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            // Planning walks expression trees recursively; deep (but allowed) expressions need
+            // more than tokio's 2 MiB default. The limit itself is max_expression_depth.
+            .thread_stack_size(WORKER_STACK_BYTES)
             .build()?
             .block_on(server::run(config, demo))
     });

@@ -11,18 +11,15 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
-use freshet_sql::datafusion::arrow::array::RecordBatch;
 use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
-use freshet_sql::{
-    split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
-};
-use futures::{stream, Sink, SinkExt, Stream, StreamExt};
+use freshet_sql::lifecycle::{Canceller, StatementGuard};
+use freshet_sql::{Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind};
+use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
@@ -46,7 +43,6 @@ use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use postgres_types::Kind;
-use tokio::sync::watch;
 
 use crate::config::User;
 use crate::metrics::Metrics;
@@ -298,35 +294,9 @@ impl AuthSource for UserStore {
     }
 }
 
-/// Cancellation of the statement running on a connection.
-///
-/// pgwire's own cancel support only covers the moment a statement is planned; rows are produced
-/// later, while they are sent. So each connection has a canceller that covers planning and every
-/// row, and the cancel handler finds it by (pid, secret key).
-#[derive(Default)]
-struct Canceller {
-    current: Mutex<Option<watch::Sender<bool>>>,
-}
-
-impl Canceller {
-    fn start(&self) -> watch::Receiver<bool> {
-        let (sender, receiver) = watch::channel(false);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
-        receiver
-    }
-
-    fn cancel(&self) {
-        if let Some(sender) = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let _ = sender.send(true);
-        }
-    }
-}
-
+/// Finds a connection's [`Canceller`] by the (pid, secret key) of a CancelRequest. pgwire's
+/// own cancel support only covers the moment a statement is planned; the canceller covers
+/// planning and every row, until the statement ends.
 #[derive(Default)]
 struct CancelRegistry {
     connections: Mutex<Vec<(i32, SecretKey, Weak<Canceller>)>>,
@@ -414,82 +384,6 @@ fn connection<C: ClientInfo>(frontend: &PgFrontend, client: &C) -> Arc<Connectio
     })
 }
 
-/// Limits on one statement: the client's cancel request and `statement_timeout`.
-#[derive(Clone)]
-struct Guard {
-    cancel: watch::Receiver<bool>,
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl Guard {
-    fn new(connection: &Connection) -> Self {
-        let deadline = connection
-            .session
-            .statement_timeout()
-            .map(|t| tokio::time::Instant::from_std(Instant::now() + t));
-        Self {
-            cancel: connection.canceller.start(),
-            deadline,
-        }
-    }
-
-    /// Completes when the statement must stop, with the reason.
-    async fn stopped(&mut self) -> EngineError {
-        let cancel = async {
-            loop {
-                if *self.cancel.borrow_and_update() {
-                    return;
-                }
-                if self.cancel.changed().await.is_err() {
-                    // The connection started another statement: this one can no longer be cancelled.
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let timeout = async {
-            match self.deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = cancel => EngineError::new(ErrorKind::Canceled, "canceling statement due to user request"),
-            _ = timeout => EngineError::new(ErrorKind::Canceled, "canceling statement due to statement timeout"),
-        }
-    }
-
-    async fn run<T>(
-        &mut self,
-        work: impl std::future::Future<Output = Result<T, EngineError>>,
-    ) -> Result<T, EngineError> {
-        tokio::select! {
-            biased;
-            err = self.stopped() => Err(err),
-            result = work => result,
-        }
-    }
-}
-
-/// Stops a result stream when the statement is cancelled or times out.
-fn guarded(
-    stream: SendableRecordBatchStream,
-    guard: Guard,
-) -> impl Stream<Item = Result<RecordBatch, EngineError>> + Send {
-    stream::unfold(Some((stream, guard)), |state| async move {
-        let (mut stream, mut guard) = state?;
-        let next = tokio::select! {
-            biased;
-            err = guard.stopped() => Some(Err(err)),
-            item = stream.next() => item.map(|r| r.map_err(EngineError::from)),
-        };
-        match next {
-            None => None,
-            Some(Ok(batch)) => Some((Ok(batch), Some((stream, guard)))),
-            Some(Err(err)) => Some((Err(err), None)),
-        }
-    })
-}
-
 /// How values are written for this session: its `IntervalStyle`, `TimeZone`, `bytea_output`
 /// and `extra_float_digits`, as set at start-up or with SET.
 fn format_options(session: &Session) -> Arc<FormatOptions> {
@@ -517,7 +411,7 @@ fn format_options(session: &Session) -> Arc<FormatOptions> {
 
 fn rows_response(
     stream: SendableRecordBatchStream,
-    guard: Guard,
+    guard: StatementGuard,
     format: &Format,
     options: Arc<FormatOptions>,
 ) -> Result<QueryResponse, EngineError> {
@@ -525,7 +419,8 @@ fn rows_response(
         .map_err(|e| EngineError::unsupported(e.to_string()))?;
     let fields = Arc::new(fields);
     let encoder_fields = fields.clone();
-    let rows = guarded(stream, guard)
+    let rows = guard
+        .stream(stream)
         .map(
             move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
                 match batch {
@@ -553,15 +448,11 @@ impl QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let mut guard = Guard::new(connection);
+        let mut guard = StatementGuard::new(&connection.session, Some(&connection.canceller));
         let engine = &self.frontend.engine;
+        let prepared = guard.prepare(engine, &connection.session, query).await?;
         let output = guard
-            .run(async {
-                let prepared = engine.prepare(&connection.session, query).await?;
-                engine
-                    .execute_prepared(&connection.session, &prepared, None)
-                    .await
-            })
+            .run(engine.execute_prepared(&connection.session, &prepared, None))
             .await?;
         let stream = match output {
             Output::Rows(stream) | Output::Live(stream) => stream,
@@ -578,7 +469,7 @@ impl QueryHandler {
             format_options(&connection.session),
         )
         .map_err(|e| EngineError::unsupported(e.to_string()))?;
-        let rows = Box::pin(guarded(stream, guard));
+        let rows = Box::pin(guard.stream(stream));
         let sent = send_copy(client, rows, Arc::new(fields), copy_format).await?;
         Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
     }
@@ -592,6 +483,7 @@ impl QueryHandler {
         params: Option<freshet_sql::datafusion::common::ParamValues>,
         format: &Format,
         describe: bool,
+        mut guard: StatementGuard,
     ) -> Result<Response, EngineError>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -600,7 +492,6 @@ impl QueryHandler {
     {
         let metrics = &self.frontend.metrics;
         metrics.queries_total.fetch_add(1, Ordering::Relaxed);
-        let mut guard = Guard::new(connection);
         let output = guard
             .run(
                 self.frontend
@@ -625,7 +516,7 @@ impl QueryHandler {
                     format_options(&connection.session),
                 )
                 .map_err(|e| EngineError::unsupported(e.to_string()))?;
-                let rows = Box::pin(guarded(stream, guard));
+                let rows = Box::pin(guard.stream(stream));
                 let sent = send_live(client, rows, Arc::new(fields), describe).await?;
                 Ok(Response::Execution(Tag::new("SELECT").with_rows(sent)))
             }
@@ -668,7 +559,11 @@ impl SimpleQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let connection = connection(&self.frontend, client);
-        let statements = split_statements(query).map_err(pg_error)?;
+        let statements = self
+            .frontend
+            .engine
+            .split_statements(query)
+            .map_err(pg_error)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -681,10 +576,12 @@ impl SimpleQueryHandler for QueryHandler {
                         .run_copy(client, &connection, &query, copy_format)
                         .await;
                 }
-                let prepared = self
-                    .frontend
-                    .engine
-                    .prepare(&connection.session, &sql)
+                // One guard from planning to the last row: statement_timeout and cancel
+                // apply to planning too.
+                let mut guard =
+                    StatementGuard::new(&connection.session, Some(&connection.canceller));
+                let prepared = guard
+                    .prepare(&self.frontend.engine, &connection.session, &sql)
                     .await?;
                 self.run(
                     client,
@@ -693,6 +590,7 @@ impl SimpleQueryHandler for QueryHandler {
                     None,
                     &Format::UnifiedText,
                     true,
+                    guard,
                 )
                 .await
             }
@@ -730,7 +628,11 @@ impl QueryParser for StatementParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let connection = connection(&self.frontend, client);
-        let statements = split_statements(sql).map_err(pg_error)?;
+        let statements = self
+            .frontend
+            .engine
+            .split_statements(sql)
+            .map_err(pg_error)?;
         if statements.len() > 1 {
             return Err(pg_error(EngineError::syntax(
                 "cannot insert multiple commands into a prepared statement",
@@ -745,10 +647,8 @@ impl QueryParser for StatementParser {
             .iter()
             .map(|t| t.as_ref().and_then(declared_type))
             .collect();
-        let prepared = self
-            .frontend
-            .engine
-            .prepare_with_types(&connection.session, &text, &declared)
+        let prepared = StatementGuard::new(&connection.session, Some(&connection.canceller))
+            .prepare_with_types(&self.frontend.engine, &connection.session, &text, &declared)
             .await
             .map_err(pg_error)?;
         Ok(Some(prepared))
@@ -941,6 +841,7 @@ impl ExtendedQueryHandler for QueryHandler {
         } else {
             None
         };
+        let guard = StatementGuard::new(&connection.session, Some(&connection.canceller));
         self.run(
             client,
             &connection,
@@ -948,10 +849,78 @@ impl ExtendedQueryHandler for QueryHandler {
             params,
             &portal.result_column_format,
             false,
+            guard,
         )
         .await
         .map_err(pg_error)
     }
+}
+
+/// How long a refused client gets to send its start-up packet before the refusal is sent
+/// anyway.
+const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers a connection over `max_connections` the way PostgreSQL does: it reads the client's
+/// start-up packet (declining TLS and GSS encryption first, as a server without them), then
+/// sends `FATAL 53300 sorry, too many clients already` and closes, so psql and the drivers
+/// show that message instead of "server closed the connection unexpectedly".
+pub async fn refuse_too_many_clients(mut socket: tokio::net::TcpStream) {
+    use pgwire::messages::response::ErrorResponse;
+    use pgwire::messages::Message;
+    use tokio::io::AsyncWriteExt;
+
+    let read_startup = async {
+        // At most an SSL request, a GSS request and the start-up packet itself.
+        for _ in 0..3 {
+            match read_startup_packet(&mut socket).await? {
+                StartupPacket::EncryptionRequest => socket.write_all(b"N").await?,
+                StartupPacket::Other => return Ok(()),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    if tokio::time::timeout(REFUSAL_READ_TIMEOUT, read_startup)
+        .await
+        .is_err()
+    {
+        tracing::debug!("refused client sent no start-up packet in time");
+    }
+    let info = ErrorInfo::new(
+        "FATAL".to_string(),
+        "53300".to_string(),
+        "sorry, too many clients already".to_string(),
+    );
+    let mut buffer = bytes::BytesMut::new();
+    if ErrorResponse::from(info).encode(&mut buffer).is_ok() {
+        let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, socket.write_all(&buffer)).await;
+    }
+    let _ = socket.shutdown().await;
+}
+
+enum StartupPacket {
+    /// SSLRequest or GSSENCRequest: answered with `N`, then the client sends another packet.
+    EncryptionRequest,
+    /// A start-up packet, a cancel request or anything else.
+    Other,
+}
+
+/// Reads one length-prefixed start-up-phase packet (at most 10 000 bytes, as pgwire allows).
+async fn read_startup_packet(socket: &mut tokio::net::TcpStream) -> std::io::Result<StartupPacket> {
+    use tokio::io::AsyncReadExt;
+    const SSL_REQUEST: i32 = 80_877_103;
+    const GSS_REQUEST: i32 = 80_877_104;
+    let length = socket.read_i32().await?;
+    if !(8..=10_000).contains(&length) {
+        return Ok(StartupPacket::Other);
+    }
+    let mut body = vec![0u8; length as usize - 4];
+    socket.read_exact(&mut body).await?;
+    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    Ok(if code == SSL_REQUEST || code == GSS_REQUEST {
+        StartupPacket::EncryptionRequest
+    } else {
+        StartupPacket::Other
+    })
 }
 
 /// Serves one accepted socket until the client leaves.

@@ -1,11 +1,12 @@
 //! Start-up, the listeners, and shutdown.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use freshet_sql::{split_statements, Engine, EngineConfig, Output};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -22,6 +23,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         allowed_roots: config.allowed_roots.clone(),
         base_dir: config.base_dir.clone(),
         streams: config.streams,
+        limits: config.statement_limits,
     })
     .await
     .context("could not open the engine")?;
@@ -62,6 +64,10 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
             &live.archive(),
         );
     }
+
+    // Wire-level bounds, applied by pgwire's decoder to every connection.
+    pgwire::messages::set_frontend_message_length_max(config.max_message_bytes);
+    pgwire::tokio::set_startup_timeout(config.authentication_timeout);
 
     let mut tasks = JoinSet::new();
     let frontend = PgFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
@@ -110,6 +116,9 @@ fn warn_if_exposed(config: &Config, protocol: &str, addr: SocketAddr) {
     }
 }
 
+/// Refused connections answered at once; more are dropped unanswered.
+const REFUSALS_AT_ONCE_MAX: usize = 64;
+
 async fn accept_pg(
     listener: TcpListener,
     frontend: Arc<PgFrontend>,
@@ -117,6 +126,9 @@ async fn accept_pg(
     metrics: Arc<Metrics>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
+    // Refusals are answered on tasks of their own, a bounded number at once: beyond that a
+    // connection is dropped without a word rather than queued.
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE_MAX));
     let mut connections = JoinSet::new();
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -132,12 +144,24 @@ async fn accept_pg(
                 .pg_connections_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%peer, max_connections, "connection refused: too many connections");
-            drop(socket);
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    crate::pg::refuse_too_many_clients(socket).await;
+                    drop(refusal);
+                });
+            }
             continue;
         };
         let frontend = frontend.clone();
         connections.spawn(async move {
-            crate::pg::serve_socket(socket, frontend).await;
+            // The catch-all: a panic left anywhere under a connection (our code or a
+            // dependency's) ends that connection with one line in the log, never the server.
+            let served = AssertUnwindSafe(crate::pg::serve_socket(socket, frontend))
+                .catch_unwind()
+                .await;
+            if served.is_err() {
+                tracing::error!(%peer, "connection closed after an internal error (a panic, logged above)");
+            }
             drop(permit);
         });
     }

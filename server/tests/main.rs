@@ -2,6 +2,7 @@
 
 mod common;
 mod flight;
+mod hostile;
 mod kafka;
 mod models;
 mod pg;

@@ -31,6 +31,7 @@ use tokio::sync::Mutex;
 use crate::catalog::{CatalogStore, Entry, EntryKind};
 use crate::error::{EngineError, ErrorKind};
 use crate::functions::version_udf;
+use crate::limits::StatementLimits;
 use crate::parser::{self, OwnStatement, TransactionKind};
 use crate::pgnames;
 use crate::session::Session;
@@ -56,6 +57,8 @@ pub struct EngineConfig {
     pub base_dir: PathBuf,
     /// Defaults of continuous queries (checkpoint interval, idle timeout).
     pub streams: StreamDefaults,
+    /// Limits on one statement, checked before it is parsed.
+    pub limits: StatementLimits,
 }
 
 /// The result of one statement.
@@ -363,8 +366,24 @@ impl Engine {
         session
     }
 
+    /// Cuts a string of statements at top-level semicolons (see [`parser::split_statements`]), after
+    /// checking its length against the statement limit, so an over-long text is refused
+    /// before it is read.
+    pub fn split_statements(&self, sql: &str) -> Result<Vec<String>, EngineError> {
+        self.inner.config.limits.check_text(sql)?;
+        parser::split_statements(sql)
+    }
+
+    /// The limits every statement is checked against.
+    pub fn statement_limits(&self) -> StatementLimits {
+        self.inner.config.limits
+    }
+
     /// Parses and plans one statement without running it.
     pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
+        let limits = &self.inner.config.limits;
+        limits.check_text(sql)?;
+        limits.check_tokens(&parser::significant_tokens(sql)?)?;
         let (kind, schema, param_types) = self.prepare_kind(session, sql).await?;
         Ok(Self::prepared(sql, kind, schema, param_types))
     }
@@ -1545,6 +1564,16 @@ fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Engi
             .ok_or_else(|| {
                 EngineError::syntax(format!("parameter {name} must be written $1, $2, …"))
             })?;
+        // The placeholder number sizes the vector below: never trust it unbounded.
+        if index > crate::limits::PARAMETER_NUMBER_MAX {
+            return Err(EngineError::new(
+                ErrorKind::UndefinedParameter,
+                format!(
+                    "there is no parameter {name}: parameters are numbered $1 to ${}",
+                    crate::limits::PARAMETER_NUMBER_MAX
+                ),
+            ));
+        }
         indexed.push((index, data_type));
     }
     let count = indexed.iter().map(|(i, _)| *i).max().unwrap_or(0);

@@ -50,6 +50,12 @@ pub enum ErrorKind {
     Io,
     /// Memory or another resource limit reached.
     ResourcesExhausted,
+    /// A statement over one of the server's size limits (statement text length …).
+    ProgramLimitExceeded,
+    /// A statement too deeply nested to plan (PostgreSQL's "stack depth limit exceeded").
+    StatementTooComplex,
+    /// A placeholder that no parameter can bind (`$0`, `$70000`).
+    UndefinedParameter,
     /// A bug: an invariant did not hold.
     Internal,
 }
@@ -77,6 +83,9 @@ impl ErrorKind {
             ErrorKind::UndefinedFile => "58P01",
             ErrorKind::Io => "58030",
             ErrorKind::ResourcesExhausted => "53200",
+            ErrorKind::ProgramLimitExceeded => "54000",
+            ErrorKind::StatementTooComplex => "54001",
+            ErrorKind::UndefinedParameter => "42P02",
             ErrorKind::Internal => "XX000",
         }
     }

@@ -12,6 +12,8 @@ pub mod catalog;
 mod engine;
 pub mod error;
 mod functions;
+pub mod lifecycle;
+pub mod limits;
 pub mod models;
 pub mod parser;
 mod pg_compat;

@@ -192,7 +192,10 @@ pub fn startup_parameters(user: &str) -> Vec<(String, String)> {
 /// Reads a session's PostgreSQL-style setting by lower-case name.
 pub(crate) type SettingReader = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// A client's session. Cheap to create; dropped with the connection.
+/// A client's session. Cheap to create; dropped with the connection. A clone is the same
+/// session (its settings and DataFusion context are shared), e.g. for a task that plans a
+/// statement on its behalf.
+#[derive(Clone)]
 pub struct Session {
     user: String,
     context: SessionContext,

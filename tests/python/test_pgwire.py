@@ -32,3 +32,29 @@ def test_transactions_are_accepted(server):
         conn.commit()
         assert conn.execute("SELECT sum(a) FROM t").fetchone() == (2 + 1,)
         conn.rollback()
+
+
+def test_clients_over_max_connections_get_too_many_clients(start_server):
+    server = start_server(args=("--max-connections", "2"))
+    held = [psycopg.connect(server.pg_dsn(), autocommit=True) for _ in range(2)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect(server.pg_dsn(), autocommit=True)
+        assert "sorry, too many clients already" in str(refused.value)
+        assert refused.value.sqlstate == "53300"
+        # The admitted connections are undisturbed.
+        assert held[0].execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_hostile_statements_get_errors_and_the_connection_goes_on(server):
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedParameter):
+            conn.execute("SELECT $2000000000")
+        with pytest.raises(psycopg.errors.StatementTooComplex):
+            conn.execute("SELECT 1" + " + 1" * 100_000)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute("SELECT 1" + " + 1" * 2_000_000)
+        assert conn.execute("SELECT 2").fetchone() == (2,)

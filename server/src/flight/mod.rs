@@ -72,7 +72,10 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::FeatureNotSupported => Code::Unimplemented,
         ErrorKind::Canceled => Code::Cancelled,
-        ErrorKind::ResourcesExhausted => Code::ResourceExhausted,
+        ErrorKind::ResourcesExhausted
+        | ErrorKind::ProgramLimitExceeded
+        | ErrorKind::StatementTooComplex => Code::ResourceExhausted,
+        ErrorKind::UndefinedParameter => Code::InvalidArgument,
         ErrorKind::AmbiguousColumn
         | ErrorKind::CantChangeSetting
         | ErrorKind::DataException
@@ -465,6 +468,9 @@ mod tests {
             (ErrorKind::FeatureNotSupported, Code::Unimplemented),
             (ErrorKind::Canceled, Code::Cancelled),
             (ErrorKind::ResourcesExhausted, Code::ResourceExhausted),
+            (ErrorKind::ProgramLimitExceeded, Code::ResourceExhausted),
+            (ErrorKind::StatementTooComplex, Code::ResourceExhausted),
+            (ErrorKind::UndefinedParameter, Code::InvalidArgument),
             (ErrorKind::DivisionByZero, Code::Internal),
             (ErrorKind::Io, Code::Internal),
             (ErrorKind::Internal, Code::Internal),

@@ -12,16 +12,19 @@ use freshet_sql::datafusion::arrow::compute::cast;
 use freshet_sql::datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use freshet_sql::datafusion::arrow::ipc::writer::IpcWriteOptions;
 use freshet_sql::datafusion::common::ScalarValue;
-use freshet_sql::datafusion::execution::SendableRecordBatchStream;
+use freshet_sql::limits::PARAMETER_NUMBER_MAX;
 use freshet_sql::{EngineError, ErrorKind};
 use futures::{stream, Stream, StreamExt, TryStreamExt};
-use tokio::time::Instant;
 use tonic::{Request, Status};
 
 use super::status;
 
 /// Most parameter rows one DoPut may bind (each row runs the statement once).
 pub const PARAMETER_ROWS_MAX: usize = 10_000;
+
+/// The most parameter data one DoPut may bind, in memory bytes: with the 16 MiB gRPC message
+/// limit and the row limit, what a client may make the server hold for one call.
+pub const PARAMETER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The stream type every DoGet answers with.
 pub type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -62,33 +65,6 @@ pub fn encode(
 
 pub fn encode_batch(batch: RecordBatch) -> DoGetStream {
     encode(batch.schema(), stream::iter([Ok(batch)]))
-}
-
-pub fn statement_timeout() -> EngineError {
-    EngineError::new(
-        ErrorKind::Canceled,
-        "canceling statement due to statement timeout",
-    )
-}
-
-/// Stops a result stream at the statement's deadline (`statement_timeout`).
-pub fn guarded(
-    stream: SendableRecordBatchStream,
-    deadline: Option<Instant>,
-) -> impl Stream<Item = Result<RecordBatch, EngineError>> + Send {
-    stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        let next = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, stream.next())
-                .await
-                .unwrap_or_else(|_| Some(Err(statement_timeout().into()))),
-            None => stream.next().await,
-        };
-        match next? {
-            Ok(batch) => Some((Ok(batch), Some(stream))),
-            Err(err) => Some((Err(EngineError::from(err)), None)),
-        }
-    })
 }
 
 /// Gives a result batch the schema announced when the statement was prepared.
@@ -157,12 +133,25 @@ pub async fn parameter_rows(
     let data = request.into_inner().map_err(FlightError::from);
     let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
     let mut rows = Vec::new();
+    let mut bytes = 0usize;
     while let Some(batch) = batches.next().await {
         let batch = batch
             .map_err(|e| Status::invalid_argument(format!("could not read the parameters: {e}")))?;
         if rows.len() + batch.num_rows() > PARAMETER_ROWS_MAX {
             return Err(Status::resource_exhausted(format!(
                 "at most {PARAMETER_ROWS_MAX} parameter rows may be bound at once"
+            )));
+        }
+        if batch.num_columns() > PARAMETER_NUMBER_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} parameters were sent; a statement has at most {PARAMETER_NUMBER_MAX}",
+                batch.num_columns()
+            )));
+        }
+        bytes += batch.get_array_memory_size();
+        if bytes > PARAMETER_BYTES_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "parameter values over {PARAMETER_BYTES_MAX} bytes may not be bound at once"
             )));
         }
         for row in 0..batch.num_rows() {

@@ -23,17 +23,17 @@ use arrow_flight::sql::{
 use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, Schema};
 use freshet_sql::datafusion::common::{ParamValues, ScalarValue};
-use freshet_sql::{split_statements, Engine, Output, Prepared, Session};
+use freshet_sql::lifecycle::StatementGuard;
+use freshet_sql::{Engine, EngineError, Output, Prepared, Session};
 use futures::{stream, StreamExt};
 use prost::Message;
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::metadata::{sql_info, table_types_batch};
 use super::registry::Registry;
 use super::results::{
-    affected_rows, arrow_status, conform, encode, encode_batch, flight_schema, guarded,
-    parameter_rows, schema_bytes, statement_timeout, DoGetStream,
+    affected_rows, arrow_status, conform, encode, encode_batch, flight_schema, parameter_rows,
+    schema_bytes, DoGetStream,
 };
 use super::{status, Caller};
 use crate::metrics::Metrics;
@@ -95,7 +95,7 @@ impl FlightSql {
 
     /// Prepares the one statement of `sql` (a trailing `;` or comments are fine).
     async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, Status> {
-        let mut statements = split_statements(sql).map_err(|e| status(&e))?;
+        let mut statements = self.engine.split_statements(sql).map_err(|e| status(&e))?;
         if statements.len() > 1 {
             return Err(Status::invalid_argument(format!(
                 "a Flight SQL call runs one statement; this text has {}",
@@ -103,34 +103,31 @@ impl FlightSql {
             )));
         }
         let text = statements.pop().unwrap_or_default();
-        self.engine
-            .prepare(session, &text)
+        StatementGuard::new(session, None)
+            .prepare(&self.engine, session, &text)
             .await
             .map_err(|e| status(&e))
     }
 
-    /// Runs a statement within its `statement_timeout`; returns the deadline that also bounds
+    /// Runs a statement within its `statement_timeout`; returns the guard that also bounds
     /// reading its rows.
     async fn run(
         &self,
         session: &Session,
         prepared: &Prepared,
         params: Option<Vec<ScalarValue>>,
-    ) -> Result<(Output, Option<Instant>), Status> {
+    ) -> Result<(Output, StatementGuard), Status> {
         self.metrics.queries_total.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(sql = prepared.sql(), "flight statement");
-        let deadline = session.statement_timeout().map(|t| Instant::now() + t);
-        let work = self
-            .engine
-            .execute_prepared(session, prepared, params.map(ParamValues::from));
-        let result = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, work)
-                .await
-                .unwrap_or_else(|_| Err(statement_timeout())),
-            None => work.await,
-        };
+        let mut guard = StatementGuard::new(session, None);
+        let result = guard
+            .run(
+                self.engine
+                    .execute_prepared(session, prepared, params.map(ParamValues::from)),
+            )
+            .await;
         match result {
-            Ok(output) => Ok((output, deadline)),
+            Ok(output) => Ok((output, guard)),
             Err(err) => {
                 self.metrics
                     .query_errors_total
@@ -154,17 +151,21 @@ impl FlightSql {
     ) -> Result<DoGetStream, Status> {
         let announced = prepared.schema().filter(|_| announce).map(flight_schema);
         match self.run(session, prepared, params).await? {
-            (Output::Rows(stream), deadline) => match announced {
+            (Output::Rows(stream), guard) => match announced {
                 Some(schema) => {
                     let target = schema.clone();
-                    let batches =
-                        guarded(stream, deadline).map(move |batch| conform(batch?, &target));
+                    let batches = guard
+                        .stream(stream)
+                        .map(move |batch| conform(batch?, &target));
                     Ok(encode(schema, batches))
                 }
-                None => Ok(encode(stream.schema(), guarded(stream, deadline))),
+                None => Ok(encode(stream.schema(), guard.stream(stream))),
             },
             // A subscription streams for as long as the client reads.
-            (Output::Live(stream), _) => Ok(encode(stream.schema(), guarded(stream, None))),
+            (Output::Live(stream), _) => Ok(encode(
+                stream.schema(),
+                stream.map(|batch| batch.map_err(EngineError::from)),
+            )),
             (Output::Command { .. }, _) => Ok(encode(Arc::new(Schema::empty()), stream::empty())),
         }
     }

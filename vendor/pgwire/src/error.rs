@@ -17,6 +17,8 @@ pub enum PgWireError {
     InvalidMessageType(u8),
     #[error("Invalid message length, expected max {0}, actual: {1}")]
     MessageTooLarge(usize, usize),
+    #[error("invalid message format: {0}")]
+    MalformedMessage(&'static str),
     #[error("Invalid element count {0}: {1} bytes required, {2} remaining")]
     InvalidElementCount(usize, usize, usize),
     #[error("Invalid target type, received {0}")]
@@ -327,6 +329,9 @@ impl From<PgWireError> for ErrorInfo {
                 ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
             }
             PgWireError::MessageTooLarge(..) => {
+                ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
+            }
+            PgWireError::MalformedMessage(_) => {
                 ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
             }
             PgWireError::InvalidElementCount(..) => {

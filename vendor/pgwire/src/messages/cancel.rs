@@ -76,7 +76,7 @@ impl Message for CancelRequest {
 
         // skip cancel code
         buf.advance(4);
-        let pid = buf.get_i32();
+        let pid = codec::get_i32(buf)?;
         let secret_key = SecretKey::decode(buf, msg_len - 12, ctx)?;
 
         Ok(CancelRequest { pid, secret_key })

@@ -1,5 +1,7 @@
 use std::str;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::error::{PgWireError, PgWireResult};
@@ -71,8 +73,27 @@ pub(crate) fn ensure_count(count: usize, elem_size: usize, buf: &BytesMut) -> Pg
     }
 }
 
+/// The largest frontend message accepted, whatever its type allows (Freshet: configurable,
+/// so a client cannot make a connection buffer up to 1 GB).
+static FRONTEND_MESSAGE_LENGTH_MAX: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Sets the largest frontend message length (header included) any connection accepts; a longer
+/// message is refused with `MessageTooLarge` as soon as its header is read.
+pub fn set_frontend_message_length_max(bytes: usize) {
+    FRONTEND_MESSAGE_LENGTH_MAX.store(bytes, Ordering::Relaxed);
+}
+
+/// The limit set by [`set_frontend_message_length_max`].
+pub fn frontend_message_length_max() -> usize {
+    FRONTEND_MESSAGE_LENGTH_MAX.load(Ordering::Relaxed)
+}
+
 /// Check if message_length matches and move the cursor to right position then
-/// call the `decode_fn` for the body
+/// call the `decode_fn` for the body.
+///
+/// The body is handed to `decode_fn` as its own buffer of exactly the declared length, so a
+/// body shorter than the fields it declares can never read into the next message, and the
+/// checked readers below turn it into `MalformedMessage` instead of a panic.
 pub(crate) fn decode_packet<T, F>(
     buf: &mut BytesMut,
     offset: usize,
@@ -83,17 +104,56 @@ where
     F: Fn(&mut BytesMut, usize) -> PgWireResult<T>,
 {
     if let Some(msg_len) = get_length(buf, offset) {
+        let max_size = max_size.min(frontend_message_length_max());
+        // The length is read as i32 and includes itself: anything outside 4..=max is not a
+        // real message (a negative length becomes huge here).
         if msg_len > max_size {
             return Err(PgWireError::MessageTooLarge(max_size, msg_len));
+        }
+        if msg_len < 4 {
+            return Err(PgWireError::MalformedMessage("message length below 4"));
         }
 
         if buf.remaining() >= msg_len + offset {
             buf.advance(offset + 4);
-            return decode_fn(buf, msg_len).map(|r| Some(r));
+            let mut body = buf.split_to(msg_len - 4);
+            return decode_fn(&mut body, msg_len).map(|r| Some(r));
         }
     }
 
     Ok(None)
+}
+
+fn truncated<E>(_: E) -> PgWireError {
+    PgWireError::MalformedMessage("message body shorter than its fields")
+}
+
+pub(crate) fn get_u8(buf: &mut BytesMut) -> PgWireResult<u8> {
+    buf.try_get_u8().map_err(truncated)
+}
+
+pub(crate) fn get_i16(buf: &mut BytesMut) -> PgWireResult<i16> {
+    buf.try_get_i16().map_err(truncated)
+}
+
+pub(crate) fn get_u16(buf: &mut BytesMut) -> PgWireResult<u16> {
+    buf.try_get_u16().map_err(truncated)
+}
+
+pub(crate) fn get_i32(buf: &mut BytesMut) -> PgWireResult<i32> {
+    buf.try_get_i32().map_err(truncated)
+}
+
+pub(crate) fn get_u32(buf: &mut BytesMut) -> PgWireResult<u32> {
+    buf.try_get_u32().map_err(truncated)
+}
+
+/// Takes the next `len` bytes of the body, failing when fewer remain.
+pub(crate) fn split_to(buf: &mut BytesMut, len: usize) -> PgWireResult<BytesMut> {
+    if len > buf.remaining() {
+        return Err(truncated(()));
+    }
+    Ok(buf.split_to(len))
 }
 
 // pub(crate) fn get_and_ensure_message_type(buf: &mut BytesMut, t: u8) -> PgWireResult<()> {

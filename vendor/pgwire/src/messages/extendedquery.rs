@@ -1,4 +1,4 @@
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 
 use super::{DecodeContext, Message, codec};
 use crate::error::PgWireResult;
@@ -51,11 +51,12 @@ impl Message for Parse {
     ) -> PgWireResult<Self> {
         let name = codec::get_cstring(buf);
         let query = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
-        let type_oid_count = buf.get_u16();
+        let type_oid_count = codec::get_u16(buf)?;
+        codec::ensure_count(type_oid_count as usize, 4, buf)?;
 
         let mut type_oids = Vec::with_capacity(type_oid_count as usize);
         for _ in 0..type_oid_count {
-            type_oids.push(buf.get_u32());
+            type_oids.push(codec::get_u32(buf)?);
         }
 
         Ok(Parse {
@@ -142,7 +143,7 @@ impl Message for Close {
         _: usize,
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
-        let target_type = buf.get_u8();
+        let target_type = codec::get_u8(buf)?;
         let name = codec::get_cstring(buf);
 
         Ok(Close { target_type, name })
@@ -261,31 +262,33 @@ impl Message for Bind {
         let portal_name = codec::get_cstring(buf);
         let statement_name = codec::get_cstring(buf);
 
-        let parameter_format_code_len = buf.get_u16();
+        let parameter_format_code_len = codec::get_u16(buf)?;
+        codec::ensure_count(parameter_format_code_len as usize, 2, buf)?;
         let mut parameter_format_codes = Vec::with_capacity(parameter_format_code_len as usize);
 
         for _ in 0..parameter_format_code_len {
-            parameter_format_codes.push(buf.get_i16());
+            parameter_format_codes.push(codec::get_i16(buf)?);
         }
 
-        let parameter_len = buf.get_u16();
+        let parameter_len = codec::get_u16(buf)?;
+        codec::ensure_count(parameter_len as usize, 4, buf)?;
         let mut parameters = Vec::with_capacity(parameter_len as usize);
         for _ in 0..parameter_len {
-            let data_len = buf.get_i32();
+            let data_len = codec::get_i32(buf)?;
 
             if data_len >= 0 {
-                parameters.push(Some(buf.split_to(data_len as usize).freeze()));
+                parameters.push(Some(codec::split_to(buf, data_len as usize)?.freeze()));
             } else {
                 parameters.push(None);
             }
         }
 
-        let result_column_format_code_len = buf.get_u16();
+        let result_column_format_code_len = codec::get_u16(buf)?;
         codec::ensure_count(result_column_format_code_len as usize, 2, buf)?;
         let mut result_column_format_codes =
             Vec::with_capacity(result_column_format_code_len as usize);
         for _ in 0..result_column_format_code_len {
-            result_column_format_codes.push(buf.get_i16());
+            result_column_format_codes.push(codec::get_i16(buf)?);
         }
 
         Ok(Bind {
@@ -372,7 +375,7 @@ impl Message for Describe {
         _: usize,
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
-        let target_type = buf.get_u8();
+        let target_type = codec::get_u8(buf)?;
         let name = codec::get_cstring(buf);
 
         Ok(Describe { target_type, name })
@@ -412,7 +415,7 @@ impl Message for Execute {
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
         let name = codec::get_cstring(buf);
-        let max_rows = buf.get_i32();
+        let max_rows = codec::get_i32(buf)?;
 
         Ok(Execute { name, max_rows })
     }

@@ -166,6 +166,7 @@ pub trait Message: Sized {
 /// Cancel message
 pub mod cancel;
 mod codec;
+pub use codec::{frontend_message_length_max, set_frontend_message_length_max};
 /// Copy messages
 pub mod copy;
 /// Data related messages

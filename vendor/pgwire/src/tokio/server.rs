@@ -32,7 +32,19 @@ use crate::messages::{
 };
 
 /// startup timeout
-const STARTUP_TIMEOUT_MILLIS: u64 = 60_000;
+/// How long a connection may take from accept to the end of authentication (Freshet:
+/// configurable, as PostgreSQL's `authentication_timeout`; 60 s by default, as there).
+static STARTUP_TIMEOUT_MILLIS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60_000);
+
+/// Sets the start-up (authentication) timeout of connections accepted from now on.
+pub fn set_startup_timeout(timeout: Duration) {
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    STARTUP_TIMEOUT_MILLIS.store(millis, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn startup_timeout_millis() -> u64 {
+    STARTUP_TIMEOUT_MILLIS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Codec for encoding and decoding PostgreSQL wire protocol messages on the server side.
 #[non_exhaustive]
@@ -590,6 +602,19 @@ macro_rules! process_socket_messages {
                 socket.next().await
             };
 
+            // Freshet: a message that cannot be decoded (truncated, malformed, over the
+            // size limit) is answered with a FATAL ErrorResponse and the connection closed,
+            // as PostgreSQL does; the framing is lost, so nothing after it can be trusted.
+            if let Some(Err(e)) = msg {
+                if !matches!(e, PgWireError::IoError(_)) {
+                    let info: ErrorInfo = e.into();
+                    let fatal = ErrorInfo::new("FATAL".to_owned(), info.code.clone(), info.message.clone());
+                    let _ = socket
+                        .send(PgWireBackendMessage::ErrorResponse(fatal.into()))
+                        .await;
+                }
+                break;
+            }
             if let Some(Ok(msg)) = msg {
                 // A Terminate ('X') means the client is disconnecting: the backend
                 // must close the connection. Some clients (asyncpg) send Terminate
@@ -629,7 +654,7 @@ pub async fn process_socket_unix<H>(unix_socket: UnixStream, handlers: H) -> Res
 where
     H: PgWireServerHandlers,
 {
-    let startup_timeout = sleep(Duration::from_millis(STARTUP_TIMEOUT_MILLIS));
+    let startup_timeout = sleep(Duration::from_millis(startup_timeout_millis()));
     tokio::pin!(startup_timeout);
 
     // Use a dummy socket address for Unix domain socket connections
@@ -659,7 +684,7 @@ where
 {
     // start a timer for startup process, if the client couldn't finish startup
     // within the timeout, it has to be dropped.
-    let startup_timeout = sleep(Duration::from_millis(STARTUP_TIMEOUT_MILLIS));
+    let startup_timeout = sleep(Duration::from_millis(startup_timeout_millis()));
     tokio::pin!(startup_timeout);
 
     // this function will process postgres ssl negotiation and consume the first
