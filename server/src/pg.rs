@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use freshet_sql::datafusion::arrow::array::RecordBatch;
-use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
+use freshet_sql::datafusion::arrow::datatypes::{DataType, Field};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
 use freshet_sql::{
-    split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
+    pg_types, split_statements, Engine, EngineError, ErrorKind, Output, Prepared, Session,
+    TransactionKind,
 };
 use futures::{stream, Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
@@ -45,12 +45,11 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
-use postgres_types::Kind;
 use tokio::sync::watch;
 
 use crate::config::User;
 use crate::metrics::Metrics;
-use crate::pg_encode::{encode_batch, pg_fields};
+use crate::pg_encode::{encode_batch, pg_fields, pg_type};
 use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
 
 /// SCRAM iterations, as PostgreSQL's default.
@@ -743,7 +742,7 @@ impl QueryParser for StatementParser {
         }
         let declared: Vec<Option<DataType>> = types
             .iter()
-            .map(|t| t.as_ref().and_then(declared_type))
+            .map(|t| t.as_ref().and_then(pg_types::arrow_type))
             .collect();
         let prepared = self
             .frontend
@@ -762,7 +761,7 @@ impl QueryParser for StatementParser {
             .param_types()
             .iter()
             .map(|t| match t {
-                Some(data_type) => into_pg_type(data_type),
+                Some(data_type) => pg_type(&Field::new("", data_type.clone(), true)),
                 None => Ok(Type::UNKNOWN),
             })
             .collect()
@@ -872,39 +871,6 @@ fn json_parameters_as_text(portal: &Portal<Prepared>) -> Option<Portal<Prepared>
         Vec::new(),
     );
     Portal::try_new(&bind, Arc::new(statement)).ok()
-}
-
-/// The Arrow type of a parameter type a client declares in its Parse message; `None` for
-/// `unknown` and types planned from the query alone.
-fn declared_type(pg_type: &Type) -> Option<DataType> {
-    let scalar = |t: &Type| -> Option<DataType> {
-        Some(match *t {
-            Type::BOOL => DataType::Boolean,
-            Type::INT2 => DataType::Int16,
-            Type::INT4 => DataType::Int32,
-            Type::INT8 => DataType::Int64,
-            Type::FLOAT4 => DataType::Float32,
-            Type::FLOAT8 => DataType::Float64,
-            Type::NUMERIC => DataType::Decimal128(38, 10),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
-                DataType::Utf8
-            }
-            Type::BYTEA => DataType::Binary,
-            Type::DATE => DataType::Date32,
-            Type::TIME => DataType::Time64(TimeUnit::Microsecond),
-            Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
-            Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
-            _ => return None,
-        })
-    };
-    match pg_type.kind() {
-        Kind::Array(element) => Some(DataType::List(Arc::new(Field::new_list_field(
-            scalar(element)?,
-            true,
-        )))),
-        _ => scalar(pg_type),
-    }
 }
 
 #[async_trait]

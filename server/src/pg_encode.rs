@@ -1,7 +1,11 @@
-//! Arrow columns in PostgreSQL's wire formats: which type OID each column is announced with,
-//! and how its values are written, as text and as binary.
+//! Arrow columns in PostgreSQL's wire formats: how each column is announced and how its
+//! values are written, as text and as binary.
 //!
-//! `arrow-pg` does most of this. This module takes over where its answer differs from
+//! Which PostgreSQL type a column is (OID, length, type modifier) is decided by
+//! `freshet_sql::pg_types`, the mapping `pg_catalog` and `information_schema` use too, so a
+//! client reads the same type from the catalog as from a RowDescription.
+//!
+//! `arrow-pg` writes most values. This module takes over where its answer differs from
 //! PostgreSQL's, because drivers parse the text forms and compare them with what PostgreSQL
 //! sends:
 //!
@@ -13,9 +17,9 @@
 //!   NULL intervals stay NULL;
 //! - numerics of every Arrow decimal width, written from their exact decimal text;
 //! - Int8 columns as int2 (`arrow-pg` writes one byte where clients read two);
-//! - `NULL`-typed columns (`SELECT NULL`) are `text`, as in PostgreSQL;
-//! - JSON: a UTF-8 column whose field carries the Arrow canonical extension `arrow.json` is
-//!   announced as `json` (OID 114);
+//! - `NULL`-typed columns (`SELECT NULL`) are written as text NULLs;
+//! - JSON: a UTF-8 column whose field carries the Arrow canonical extension `arrow.json`
+//!   (`json`, OID 114) is written as JSON text (jsonb's version byte when asked for jsonb);
 //! - arrays of all the above.
 //!
 //! Everything else (integers, text, bool, bytea, date, other arrays, structs) goes to
@@ -24,7 +28,6 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::field_into_pg_type;
 use arrow_pg::encoder::encode_value;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike};
@@ -48,26 +51,13 @@ use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
 use postgres_types::{to_sql_checked, IsNull, Kind, ToSql};
 
-/// The Arrow canonical extension name of JSON text columns.
-pub const JSON_EXTENSION: &str = "arrow.json";
-
-const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+pub use freshet_sql::pg_types::JSON_EXTENSION;
+use freshet_sql::pg_types::{column_type, is_json};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
-
-fn is_json(field: &Field) -> bool {
-    field
-        .metadata()
-        .get(EXTENSION_NAME_KEY)
-        .is_some_and(|name| name == JSON_EXTENSION)
-        && matches!(
-            field.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        )
-}
 
 fn is_decimal(data_type: &DataType) -> bool {
     matches!(
@@ -88,26 +78,20 @@ fn list_element(data_type: &DataType) -> Option<&Arc<Field>> {
     }
 }
 
-/// The PostgreSQL type a column is announced with.
-pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
-    if is_json(field) {
-        return Ok(Type::JSON);
-    }
-    match field.data_type() {
-        DataType::Null => return Ok(Type::TEXT),
-        data_type if is_decimal(data_type) => return Ok(Type::NUMERIC),
-        data_type => {
-            if let Some(element) = list_element(data_type) {
-                if is_json(element) {
-                    return Ok(Type::JSON_ARRAY);
-                }
-                if is_decimal(element.data_type()) {
-                    return Ok(Type::NUMERIC_ARRAY);
-                }
-            }
-        }
-    }
-    field_into_pg_type(field)
+/// The PostgreSQL type a column is announced with; an error for Arrow types no client can
+/// receive (maps, unions …), with SQLSTATE 0A000 (feature not supported).
+pub fn pg_type(field: &Field) -> PgWireResult<Type> {
+    column_type(field)
+        .map(|t| t.wire().clone())
+        .map_err(|e| unsupported_type(&e))
+}
+
+fn unsupported_type(error: &freshet_sql::pg_types::UnsupportedType) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        "0A000".to_string(),
+        error.to_string(),
+    )))
 }
 
 /// The RowDescription fields of a result.
@@ -121,13 +105,18 @@ pub fn pg_fields(
         .iter()
         .enumerate()
         .map(|(i, field)| {
+            let pg = column_type(field).map_err(|e| unsupported_type(&e))?;
             Ok(FieldInfo::new(
                 field.name().clone(),
                 None,
                 None,
-                pg_type(field)?,
+                pg.wire().clone(),
                 format.format_for(i),
             )
+            // Length and modifier as PostgreSQL sends them (`numeric(10,2)` has one), the same
+            // `pg_attribute` lists.
+            .with_type_size(pg.storage().len)
+            .with_type_modifier(pg.typmod())
             .with_format_options(options.clone()))
         })
         .collect()
@@ -865,10 +854,10 @@ mod tests {
     #[test]
     fn json_columns_are_announced_as_json() {
         let field = Field::new("doc", DataType::Utf8, true).with_metadata(HashMap::from([(
-            EXTENSION_NAME_KEY.to_string(),
+            "ARROW:extension:name".to_string(),
             JSON_EXTENSION.to_string(),
         )]));
-        assert_eq!(pg_type(&Arc::new(field.clone())).unwrap(), Type::JSON);
+        assert_eq!(pg_type(&field).unwrap(), Type::JSON);
         let array: ArrayRef = Arc::new(StringArray::from(vec![r#"{"a": 1}"#]));
         assert_eq!(
             encode_one(field, array, FieldFormat::Binary),

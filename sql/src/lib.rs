@@ -15,6 +15,7 @@ mod functions;
 pub mod models;
 pub mod parser;
 mod pg_compat;
+pub mod pg_types;
 pub mod pgnames;
 mod session;
 pub mod sources;
