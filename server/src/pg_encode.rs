@@ -51,7 +51,6 @@ use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
 use postgres_types::{to_sql_checked, IsNull, Kind, ToSql};
 
-pub use freshet_sql::pg_types::JSON_EXTENSION;
 use freshet_sql::pg_types::{column_type, is_json};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01.
@@ -213,6 +212,7 @@ fn takes_over(field: &Field) -> bool {
         || matches!(
             field.data_type(),
             DataType::Null
+                | DataType::FixedSizeBinary(_)
                 | DataType::Int8
                 | DataType::Float16
                 | DataType::Float32
@@ -253,6 +253,9 @@ fn cell(array: &ArrayRef, field: &Field, row: usize, zone: &Tz) -> PgWireResult<
     }
     let value = match array.data_type() {
         DataType::Int8 => Value::Int2(array.as_primitive::<Int8Type>().value(row) as i16),
+        DataType::FixedSizeBinary(_) => {
+            Value::Bytea(array.as_fixed_size_binary().value(row).to_vec())
+        }
         DataType::Float16 => Value::Float4(array.as_primitive::<Float16Type>().value(row).to_f32()),
         DataType::Float32 => Value::Float4(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => Value::Float8(array.as_primitive::<Float64Type>().value(row)),
@@ -387,6 +390,8 @@ enum Value {
     Null,
     /// Arrow's Int8: PostgreSQL has no one-byte integer, so it travels as int2.
     Int2(i16),
+    /// Arrow's FixedSizeBinary, which `arrow-pg` cannot write: PostgreSQL's `bytea`.
+    Bytea(Vec<u8>),
     Float4(f32),
     Float8(f64),
     /// Microseconds since the Unix epoch, no zone.
@@ -413,6 +418,7 @@ impl Value {
         Ok(Some(match self {
             Value::Null => return Ok(None),
             Value::Int2(v) => v.to_string(),
+            Value::Bytea(bytes) => bytea_text(bytes),
             Value::Float4(v) => float4_text(*v, options.extra_float_digits),
             Value::Float8(v) => float8_text(*v, options.extra_float_digits),
             Value::Timestamp(micros) => timestamp_text(*micros)?,
@@ -472,6 +478,17 @@ impl ToSqlText for Value {
     }
 }
 
+/// PostgreSQL's `hex` output of a bytea (`bytea_output`'s default): `\x` and two lower-case
+/// hex digits per byte.
+fn bytea_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 + bytes.len() * 2);
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
 fn needs_array_quotes(text: &str) -> bool {
     text.is_empty()
         || text.eq_ignore_ascii_case("null")
@@ -485,6 +502,7 @@ impl ToSql for Value {
         match self {
             Value::Null => return Ok(IsNull::Yes),
             Value::Int2(v) => out.put_i16(*v),
+            Value::Bytea(bytes) => out.put_slice(bytes),
             Value::Float4(v) => out.put_f32(*v),
             Value::Float8(v) => out.put_f64(*v),
             Value::Timestamp(micros) | Value::TimestampTz { micros, .. } => {
@@ -751,8 +769,9 @@ fn numeric_binary(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use freshet_sql::pg_types::JSON_EXTENSION;
     use freshet_sql::datafusion::arrow::array::{
-        Float64Array, IntervalMonthDayNanoArray, ListArray, StringArray, TimestampMicrosecondArray,
+        FixedSizeBinaryArray, Float64Array, IntervalMonthDayNanoArray, ListArray, StringArray, TimestampMicrosecondArray,
     };
     use freshet_sql::datafusion::arrow::datatypes::{Float64Type as F64, IntervalMonthDayNano};
     use pgwire::api::results::FieldFormat;
@@ -867,6 +886,22 @@ mod tests {
         assert_eq!(pg_type(&plain).unwrap(), Type::TEXT);
         let null = Arc::new(Field::new("n", DataType::Null, true));
         assert_eq!(pg_type(&null).unwrap(), Type::TEXT);
+    }
+
+    #[test]
+    fn fixed_size_binary_is_bytea() {
+        let bytes = FixedSizeBinaryArray::try_from_iter(vec![vec![1u8, 0xab]].into_iter()).unwrap();
+        let field = Field::new("b", bytes.data_type().clone(), true);
+        assert_eq!(pg_type(&field).unwrap(), Type::BYTEA);
+        let array: ArrayRef = Arc::new(bytes);
+        assert_eq!(
+            encode_one(field.clone(), array.clone(), FieldFormat::Text),
+            b"\\x01ab".to_vec()
+        );
+        assert_eq!(
+            encode_one(field, array, FieldFormat::Binary),
+            vec![1u8, 0xab]
+        );
     }
 
     #[test]

@@ -186,11 +186,10 @@ pub fn column_type(field: &Field) -> Result<ColumnType, UnsupportedType> {
                 .with_metadata(field.metadata().clone());
             column_type(&values)
         }
+        // List views are left out: the value encoder cannot write them.
         DataType::List(element)
         | DataType::LargeList(element)
-        | DataType::FixedSizeList(element, _)
-        | DataType::ListView(element)
-        | DataType::LargeListView(element) => {
+        | DataType::FixedSizeList(element, _) => {
             let element_type = array_element_type(element).ok_or_else(unsupported)?;
             let wire = array_of(element_type.wire()).ok_or_else(unsupported)?;
             Ok(ColumnType {
@@ -377,6 +376,10 @@ pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
     let ty = Type::from_oid(oid)?;
     if let Kind::Array(element) = ty.kind() {
         return Some(format!("{}[]", format_type(element.oid(), typmod)?));
+    }
+    // `_record` is a pseudo-type to `postgres-types`, an array of records to PostgreSQL.
+    if ty == Type::RECORD_ARRAY {
+        return Some("record[]".to_string());
     }
     let with_precision = |name: &str, suffix: &str| {
         if typmod >= 0 {

@@ -214,7 +214,8 @@ fn types_no_client_can_receive_are_refused_and_listed_as_text() {
         false,
     );
     let union = DataType::Union(UnionFields::empty(), UnionMode::Sparse);
-    for data_type in [map, union, list(list(DataType::Int32))] {
+    let list_view = DataType::ListView(Arc::new(Field::new_list_field(DataType::Int32, true)));
+    for data_type in [map, union, list(list(DataType::Int32)), list_view] {
         let refused = column_type(&field(data_type.clone()));
         assert_eq!(
             refused,
@@ -253,6 +254,7 @@ fn format_type_shows_postgresql_sql_names() {
     assert_eq!(format_type(1043, 24).as_deref(), Some("character varying(20)"));
     assert_eq!(format_type(1114, 3).as_deref(), Some("timestamp(3) without time zone"));
     assert_eq!(format_type(2249, -1).as_deref(), Some("record"));
+    assert_eq!(format_type(2287, -1).as_deref(), Some("record[]"));
     assert_eq!(format_type(4_000_000, -1), None);
 }
 
