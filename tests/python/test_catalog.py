@@ -417,3 +417,23 @@ def test_types_no_client_can_receive_fail_clearly_and_are_listed_as_text(server)
             "ORDER BY a.attnum"
         ).fetchall() == [("id", "bigint"), ("m", "text")]
         assert conn.execute("SELECT id FROM unsendable").fetchall() == [(1,)]
+
+
+def test_declared_parameter_types_come_back_as_declared(server):
+    """A parameter typed by the client in Parse is described (ParameterDescription) and returned
+    (RowDescription) as that type: the declared-type → Arrow → PostgreSQL mapping is one."""
+    declared = {
+        "bool": 16, "int2": 21, "int4": 23, "int8": 20, "float4": 700, "float8": 701,
+        "numeric": 1700, "text": 25, "bytea": 17, "date": 1082, "time": 1083,
+        "timestamp": 1114, "timestamptz": 1184, "interval": 1186, "_int4": 1007, "_text": 1009,
+    }
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        found = {}
+        for name, oid in declared.items():
+            statement = f"p_{name}".encode()
+            assert pgconn.prepare(statement, b"SELECT $1 AS c", [oid]).status == psycopg.pq.ExecStatus.COMMAND_OK
+            described = pgconn.describe_prepared(statement)
+            assert described.status == psycopg.pq.ExecStatus.COMMAND_OK, described.error_message
+            found[name] = (described.param_type(0), described.ftype(0))
+        assert found == {name: (oid, oid) for name, oid in declared.items()}
