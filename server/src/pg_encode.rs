@@ -769,11 +769,12 @@ fn numeric_binary(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freshet_sql::pg_types::JSON_EXTENSION;
     use freshet_sql::datafusion::arrow::array::{
-        FixedSizeBinaryArray, Float64Array, IntervalMonthDayNanoArray, ListArray, StringArray, TimestampMicrosecondArray,
+        FixedSizeBinaryArray, Float64Array, IntervalMonthDayNanoArray, ListArray, StringArray,
+        TimestampMicrosecondArray,
     };
     use freshet_sql::datafusion::arrow::datatypes::{Float64Type as F64, IntervalMonthDayNano};
+    use freshet_sql::pg_types::JSON_EXTENSION;
     use pgwire::api::results::FieldFormat;
     use std::collections::HashMap;
 

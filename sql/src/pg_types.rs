@@ -200,7 +200,12 @@ pub fn column_type(field: &Field) -> Result<ColumnType, UnsupportedType> {
         DataType::Struct(fields) => {
             let fields = fields
                 .iter()
-                .map(|f| Ok(postgres_types::Field::new(f.name().clone(), column_type(f)?.wire)))
+                .map(|f| {
+                    Ok(postgres_types::Field::new(
+                        f.name().clone(),
+                        column_type(f)?.wire,
+                    ))
+                })
                 .collect::<Result<Vec<_>, UnsupportedType>>()?;
             Ok(ColumnType::new(record(Kind::Composite(fields))))
         }
@@ -353,9 +358,7 @@ fn type_storage(ty: &Type) -> TypeStorage {
         16 | 18 => fixed(1, "c"),
         21 => fixed(2, "s"),
         // int4, oid, the reg* aliases, float4, date.
-        23 | 24 | 26 | 700 | 1082 | 2202..=2206 | 3734 | 3769 | 4089 | 4096 | 4191 => {
-            fixed(4, "i")
-        }
+        23 | 24 | 26 | 700 | 1082 | 2202..=2206 | 3734 | 3769 | 4089 | 4096 | 4191 => fixed(4, "i"),
         20 | 701 | 1083 | 1114 | 1184 => fixed(8, "d"),
         1186 => TypeStorage {
             len: 16,

@@ -803,7 +803,11 @@ pub(crate) fn static_types(static_tables: &PgCatalogStaticTables) -> DfResult<St
         for i in 0..batch.num_rows() {
             if names.is_valid(i) && oids.is_valid(i) {
                 let name = names.value(i).to_string();
-                let element = if elements.is_valid(i) { elements.value(i) } else { 0 };
+                let element = if elements.is_valid(i) {
+                    elements.value(i)
+                } else {
+                    0
+                };
                 found.by_name.insert(name.clone(), oids.value(i));
                 found.by_oid.insert(oids.value(i), (name, element));
             }

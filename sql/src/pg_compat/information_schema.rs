@@ -20,8 +20,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 
 use super::catalog::{
-    batch, int32, live, null_text, text, BuildRows, CatalogSource, Relation, Snapshot,
-    OWNER_ROLE,
+    batch, int32, live, null_text, text, BuildRows, CatalogSource, Relation, Snapshot, OWNER_ROLE,
 };
 use crate::pg_types::catalog_column_type;
 

@@ -244,15 +244,24 @@ fn format_type_shows_postgresql_sql_names() {
             DataType::Timestamp(TimeUnit::Nanosecond, Some("+05:30".into())),
             "timestamp with time zone",
         ),
-        (DataType::Time64(TimeUnit::Microsecond), "time without time zone"),
+        (
+            DataType::Time64(TimeUnit::Microsecond),
+            "time without time zone",
+        ),
         (DataType::Duration(TimeUnit::Second), "interval"),
         (list(DataType::Int32), "integer[]"),
     ];
     for (data_type, name) in cases {
         assert_eq!(of(data_type.clone()).sql_name(), name, "{data_type}");
     }
-    assert_eq!(format_type(1043, 24).as_deref(), Some("character varying(20)"));
-    assert_eq!(format_type(1114, 3).as_deref(), Some("timestamp(3) without time zone"));
+    assert_eq!(
+        format_type(1043, 24).as_deref(),
+        Some("character varying(20)")
+    );
+    assert_eq!(
+        format_type(1114, 3).as_deref(),
+        Some("timestamp(3) without time zone")
+    );
     assert_eq!(format_type(2249, -1).as_deref(), Some("record"));
     assert_eq!(format_type(2287, -1).as_deref(), Some("record[]"));
     assert_eq!(format_type(4_000_000, -1), None);
@@ -280,11 +289,21 @@ fn declared_parameter_types_map_back_to_themselves() {
     ];
     for declared in same {
         let arrow = arrow_type(&declared).unwrap_or_else(|| panic!("{declared}"));
-        assert_eq!(of(arrow.clone()).oid(), declared.oid(), "{declared} as {arrow}");
+        assert_eq!(
+            of(arrow.clone()).oid(),
+            declared.oid(),
+            "{declared} as {arrow}"
+        );
         assert!(sql_type(&arrow).is_some(), "{arrow} has a SQL type");
     }
     // Text types PostgreSQL distinguishes and JSON are text to the engine.
-    for declared in [Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::JSON, Type::JSONB] {
+    for declared in [
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::JSON,
+        Type::JSONB,
+    ] {
         assert_eq!(arrow_type(&declared), Some(DataType::Utf8), "{declared}");
     }
     assert_eq!(arrow_type(&Type::UNKNOWN), None);
