@@ -13,12 +13,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
-use freshet_sql::datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
+use freshet_sql::datafusion::arrow::datatypes::{DataType, Field};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
 use freshet_sql::lifecycle::{Canceller, StatementGuard};
-use freshet_sql::{Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind};
+use freshet_sql::{
+    pg_types, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
+};
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -42,11 +43,10 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
-use postgres_types::Kind;
 
 use crate::config::User;
 use crate::metrics::Metrics;
-use crate::pg_encode::{encode_batch, pg_fields};
+use crate::pg_encode::{encode_batch, pg_fields, pg_type};
 use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
 
 /// SCRAM iterations, as PostgreSQL's default.
@@ -645,7 +645,7 @@ impl QueryParser for StatementParser {
         }
         let declared: Vec<Option<DataType>> = types
             .iter()
-            .map(|t| t.as_ref().and_then(declared_type))
+            .map(|t| t.as_ref().and_then(pg_types::arrow_type))
             .collect();
         let prepared = StatementGuard::new(&connection.session, Some(&connection.canceller))
             .prepare_with_types(&self.frontend.engine, &connection.session, &text, &declared)
@@ -662,7 +662,7 @@ impl QueryParser for StatementParser {
             .param_types()
             .iter()
             .map(|t| match t {
-                Some(data_type) => into_pg_type(data_type),
+                Some(data_type) => pg_type(&Field::new("", data_type.clone(), true)),
                 None => Ok(Type::UNKNOWN),
             })
             .collect()
@@ -772,39 +772,6 @@ fn json_parameters_as_text(portal: &Portal<Prepared>) -> Option<Portal<Prepared>
         Vec::new(),
     );
     Portal::try_new(&bind, Arc::new(statement)).ok()
-}
-
-/// The Arrow type of a parameter type a client declares in its Parse message; `None` for
-/// `unknown` and types planned from the query alone.
-fn declared_type(pg_type: &Type) -> Option<DataType> {
-    let scalar = |t: &Type| -> Option<DataType> {
-        Some(match *t {
-            Type::BOOL => DataType::Boolean,
-            Type::INT2 => DataType::Int16,
-            Type::INT4 => DataType::Int32,
-            Type::INT8 => DataType::Int64,
-            Type::FLOAT4 => DataType::Float32,
-            Type::FLOAT8 => DataType::Float64,
-            Type::NUMERIC => DataType::Decimal128(38, 10),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
-                DataType::Utf8
-            }
-            Type::BYTEA => DataType::Binary,
-            Type::DATE => DataType::Date32,
-            Type::TIME => DataType::Time64(TimeUnit::Microsecond),
-            Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
-            Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
-            _ => return None,
-        })
-    };
-    match pg_type.kind() {
-        Kind::Array(element) => Some(DataType::List(Arc::new(Field::new_list_field(
-            scalar(element)?,
-            true,
-        )))),
-        _ => scalar(pg_type),
-    }
 }
 
 #[async_trait]

@@ -1,7 +1,11 @@
-//! Arrow columns in PostgreSQL's wire formats: which type OID each column is announced with,
-//! and how its values are written, as text and as binary.
+//! Arrow columns in PostgreSQL's wire formats: how each column is announced and how its
+//! values are written, as text and as binary.
 //!
-//! `arrow-pg` does most of this. This module takes over where its answer differs from
+//! Which PostgreSQL type a column is (OID, length, type modifier) is decided by
+//! `freshet_sql::pg_types`, the mapping `pg_catalog` and `information_schema` use too, so a
+//! client reads the same type from the catalog as from a RowDescription.
+//!
+//! `arrow-pg` writes most values. This module takes over where its answer differs from
 //! PostgreSQL's, because drivers parse the text forms and compare them with what PostgreSQL
 //! sends:
 //!
@@ -13,9 +17,9 @@
 //!   NULL intervals stay NULL;
 //! - numerics of every Arrow decimal width, written from their exact decimal text;
 //! - Int8 columns as int2 (`arrow-pg` writes one byte where clients read two);
-//! - `NULL`-typed columns (`SELECT NULL`) are `text`, as in PostgreSQL;
-//! - JSON: a UTF-8 column whose field carries the Arrow canonical extension `arrow.json` is
-//!   announced as `json` (OID 114);
+//! - `NULL`-typed columns (`SELECT NULL`) are written as text NULLs;
+//! - JSON: a UTF-8 column whose field carries the Arrow canonical extension `arrow.json`
+//!   (`json`, OID 114) is written as JSON text (jsonb's version byte when asked for jsonb);
 //! - arrays of all the above.
 //!
 //! Everything else (integers, text, bool, bytea, date, other arrays, structs) goes to
@@ -24,7 +28,6 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::field_into_pg_type;
 use arrow_pg::encoder::encode_value;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike};
@@ -48,26 +51,12 @@ use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
 use postgres_types::{to_sql_checked, IsNull, Kind, ToSql};
 
-/// The Arrow canonical extension name of JSON text columns.
-pub const JSON_EXTENSION: &str = "arrow.json";
-
-const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+use freshet_sql::pg_types::{column_type, is_json};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
-
-fn is_json(field: &Field) -> bool {
-    field
-        .metadata()
-        .get(EXTENSION_NAME_KEY)
-        .is_some_and(|name| name == JSON_EXTENSION)
-        && matches!(
-            field.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        )
-}
 
 fn is_decimal(data_type: &DataType) -> bool {
     matches!(
@@ -88,26 +77,20 @@ fn list_element(data_type: &DataType) -> Option<&Arc<Field>> {
     }
 }
 
-/// The PostgreSQL type a column is announced with.
-pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
-    if is_json(field) {
-        return Ok(Type::JSON);
-    }
-    match field.data_type() {
-        DataType::Null => return Ok(Type::TEXT),
-        data_type if is_decimal(data_type) => return Ok(Type::NUMERIC),
-        data_type => {
-            if let Some(element) = list_element(data_type) {
-                if is_json(element) {
-                    return Ok(Type::JSON_ARRAY);
-                }
-                if is_decimal(element.data_type()) {
-                    return Ok(Type::NUMERIC_ARRAY);
-                }
-            }
-        }
-    }
-    field_into_pg_type(field)
+/// The PostgreSQL type a column is announced with; an error for Arrow types no client can
+/// receive (maps, unions …), with SQLSTATE 0A000 (feature not supported).
+pub fn pg_type(field: &Field) -> PgWireResult<Type> {
+    column_type(field)
+        .map(|t| t.wire().clone())
+        .map_err(|e| unsupported_type(&e))
+}
+
+fn unsupported_type(error: &freshet_sql::pg_types::UnsupportedType) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        "0A000".to_string(),
+        error.to_string(),
+    )))
 }
 
 /// The RowDescription fields of a result.
@@ -121,13 +104,18 @@ pub fn pg_fields(
         .iter()
         .enumerate()
         .map(|(i, field)| {
+            let pg = column_type(field).map_err(|e| unsupported_type(&e))?;
             Ok(FieldInfo::new(
                 field.name().clone(),
                 None,
                 None,
-                pg_type(field)?,
+                pg.wire().clone(),
                 format.format_for(i),
             )
+            // Length and modifier as PostgreSQL sends them (`numeric(10,2)` has one), the same
+            // `pg_attribute` lists.
+            .with_type_size(pg.storage().len)
+            .with_type_modifier(pg.typmod())
             .with_format_options(options.clone()))
         })
         .collect()
@@ -224,6 +212,7 @@ fn takes_over(field: &Field) -> bool {
         || matches!(
             field.data_type(),
             DataType::Null
+                | DataType::FixedSizeBinary(_)
                 | DataType::Int8
                 | DataType::Float16
                 | DataType::Float32
@@ -264,6 +253,9 @@ fn cell(array: &ArrayRef, field: &Field, row: usize, zone: &Tz) -> PgWireResult<
     }
     let value = match array.data_type() {
         DataType::Int8 => Value::Int2(array.as_primitive::<Int8Type>().value(row) as i16),
+        DataType::FixedSizeBinary(_) => {
+            Value::Bytea(array.as_fixed_size_binary().value(row).to_vec())
+        }
         DataType::Float16 => Value::Float4(array.as_primitive::<Float16Type>().value(row).to_f32()),
         DataType::Float32 => Value::Float4(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => Value::Float8(array.as_primitive::<Float64Type>().value(row)),
@@ -398,6 +390,8 @@ enum Value {
     Null,
     /// Arrow's Int8: PostgreSQL has no one-byte integer, so it travels as int2.
     Int2(i16),
+    /// Arrow's FixedSizeBinary, which `arrow-pg` cannot write: PostgreSQL's `bytea`.
+    Bytea(Vec<u8>),
     Float4(f32),
     Float8(f64),
     /// Microseconds since the Unix epoch, no zone.
@@ -424,6 +418,7 @@ impl Value {
         Ok(Some(match self {
             Value::Null => return Ok(None),
             Value::Int2(v) => v.to_string(),
+            Value::Bytea(bytes) => bytea_text(bytes),
             Value::Float4(v) => float4_text(*v, options.extra_float_digits),
             Value::Float8(v) => float8_text(*v, options.extra_float_digits),
             Value::Timestamp(micros) => timestamp_text(*micros)?,
@@ -483,6 +478,17 @@ impl ToSqlText for Value {
     }
 }
 
+/// PostgreSQL's `hex` output of a bytea (`bytea_output`'s default): `\x` and two lower-case
+/// hex digits per byte.
+fn bytea_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 + bytes.len() * 2);
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
 fn needs_array_quotes(text: &str) -> bool {
     text.is_empty()
         || text.eq_ignore_ascii_case("null")
@@ -496,6 +502,7 @@ impl ToSql for Value {
         match self {
             Value::Null => return Ok(IsNull::Yes),
             Value::Int2(v) => out.put_i16(*v),
+            Value::Bytea(bytes) => out.put_slice(bytes),
             Value::Float4(v) => out.put_f32(*v),
             Value::Float8(v) => out.put_f64(*v),
             Value::Timestamp(micros) | Value::TimestampTz { micros, .. } => {
@@ -763,9 +770,11 @@ fn numeric_binary(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
 mod tests {
     use super::*;
     use freshet_sql::datafusion::arrow::array::{
-        Float64Array, IntervalMonthDayNanoArray, ListArray, StringArray, TimestampMicrosecondArray,
+        FixedSizeBinaryArray, Float64Array, IntervalMonthDayNanoArray, ListArray, StringArray,
+        TimestampMicrosecondArray,
     };
     use freshet_sql::datafusion::arrow::datatypes::{Float64Type as F64, IntervalMonthDayNano};
+    use freshet_sql::pg_types::JSON_EXTENSION;
     use pgwire::api::results::FieldFormat;
     use std::collections::HashMap;
 
@@ -865,10 +874,10 @@ mod tests {
     #[test]
     fn json_columns_are_announced_as_json() {
         let field = Field::new("doc", DataType::Utf8, true).with_metadata(HashMap::from([(
-            EXTENSION_NAME_KEY.to_string(),
+            "ARROW:extension:name".to_string(),
             JSON_EXTENSION.to_string(),
         )]));
-        assert_eq!(pg_type(&Arc::new(field.clone())).unwrap(), Type::JSON);
+        assert_eq!(pg_type(&field).unwrap(), Type::JSON);
         let array: ArrayRef = Arc::new(StringArray::from(vec![r#"{"a": 1}"#]));
         assert_eq!(
             encode_one(field, array, FieldFormat::Binary),
@@ -878,6 +887,22 @@ mod tests {
         assert_eq!(pg_type(&plain).unwrap(), Type::TEXT);
         let null = Arc::new(Field::new("n", DataType::Null, true));
         assert_eq!(pg_type(&null).unwrap(), Type::TEXT);
+    }
+
+    #[test]
+    fn fixed_size_binary_is_bytea() {
+        let bytes = FixedSizeBinaryArray::try_from_iter(vec![vec![1u8, 0xab]].into_iter()).unwrap();
+        let field = Field::new("b", bytes.data_type().clone(), true);
+        assert_eq!(pg_type(&field).unwrap(), Type::BYTEA);
+        let array: ArrayRef = Arc::new(bytes);
+        assert_eq!(
+            encode_one(field.clone(), array.clone(), FieldFormat::Text),
+            b"\\x01ab".to_vec()
+        );
+        assert_eq!(
+            encode_one(field, array, FieldFormat::Binary),
+            vec![1u8, 0xab]
+        );
     }
 
     #[test]

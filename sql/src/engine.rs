@@ -433,7 +433,7 @@ impl Engine {
                 .clone()
                 .or_else(|| chosen(i))
                 .unwrap_or(DataType::Utf8);
-            match sql_type_of(&arrow_type) {
+            match crate::pg_types::sql_type(&arrow_type) {
                 Some(sql_type) => data_types.push(sql_type),
                 None => return Ok(prepared),
             }
@@ -1517,40 +1517,6 @@ fn placeholder_cast_types(plan: &LogicalPlan) -> Result<HashMap<usize, DataType>
         })
     })?;
     Ok(types)
-}
-
-/// The SQL type a declared parameter type is planned as; `None` for types without one.
-fn sql_type_of(data_type: &DataType) -> Option<datafusion::sql::sqlparser::ast::DataType> {
-    use datafusion::sql::sqlparser::ast::{
-        ArrayElemTypeDef, DataType as Sql, ExactNumberInfo, TimezoneInfo,
-    };
-    Some(match data_type {
-        DataType::Boolean => Sql::Boolean,
-        DataType::Int16 => Sql::SmallInt(None),
-        DataType::Int32 => Sql::Integer(None),
-        DataType::Int64 => Sql::BigInt(None),
-        DataType::Float32 => Sql::Real,
-        DataType::Float64 => Sql::DoublePrecision,
-        DataType::Decimal128(precision, scale) => Sql::Numeric(ExactNumberInfo::PrecisionAndScale(
-            *precision as u64,
-            *scale as i64,
-        )),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Sql::Text,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Sql::Bytea,
-        DataType::Date32 => Sql::Date,
-        DataType::Time64(_) => Sql::Time(None, TimezoneInfo::None),
-        DataType::Timestamp(_, None) => Sql::Timestamp(None, TimezoneInfo::None),
-        DataType::Timestamp(_, Some(_)) => Sql::Timestamp(None, TimezoneInfo::WithTimeZone),
-        DataType::Interval(_) => Sql::Interval {
-            fields: None,
-            precision: None,
-        },
-        DataType::List(element) => Sql::Array(ArrayElemTypeDef::SquareBracket(
-            Box::new(sql_type_of(element.data_type())?),
-            None,
-        )),
-        _ => return None,
-    })
 }
 
 fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, EngineError> {

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod models;
 pub mod parser;
 mod pg_compat;
+pub mod pg_types;
 pub mod pgnames;
 mod session;
 pub mod sources;

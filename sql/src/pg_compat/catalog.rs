@@ -6,8 +6,8 @@
 //!
 //! - materialized views and models (table type `View`) are views: relkind `'v'`, listed in
 //!   `pg_views` with their query as the definition;
-//! - column types are the PostgreSQL types the wire protocol sends for the Arrow type
-//!   (`arrow-pg`'s mapping), with `numeric(p,s)` type modifiers and array dimensions;
+//! - column types are the PostgreSQL types the wire protocol sends for the Arrow type, from
+//!   the one mapping in [`crate::pg_types`] (type modifiers, array dimensions, storage);
 //! - every object is owned by one role, [`OWNER_ROLE`] (OID [`OWNER_OID`]), which `pg_roles`,
 //!   `pg_authid` and `pg_get_userbyid` agree on;
 //! - OIDs are stable while an object exists (a dropped and re-created table gets a new OID, as
@@ -34,6 +34,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 use datafusion_pg_catalog::pg_catalog::{ArrowTable, PgCatalogStaticTables};
+
+use crate::pg_types::{catalog_column_type, ColumnType, TypeStorage};
 
 /// The role that owns every object.
 pub(crate) const OWNER_ROLE: &str = "freshet";
@@ -309,83 +311,6 @@ fn next_oid(
     oid
 }
 
-/// A PostgreSQL column type: what `pg_attribute` says about a column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PgColumnType {
-    pub oid: u32,
-    pub len: i16,
-    pub by_value: bool,
-    pub align: &'static str,
-    pub storage: &'static str,
-    pub typmod: i32,
-    pub dimensions: i32,
-}
-
-/// The PostgreSQL type of an Arrow column: the type the wire protocol sends it as, from the
-/// field's type and its metadata (an `Int32` catalog column tagged as an OID is `oid`).
-pub(crate) fn pg_column_type(field: &Field) -> PgColumnType {
-    let data_type = value_type(field.data_type());
-    let oid = wire_type(field).map(|(oid, _)| oid).unwrap_or(25);
-    let (len, by_value, align, storage) = match oid {
-        16 | 18 => (1, true, "c", "p"),
-        21 => (2, true, "s", "p"),
-        23 | 26 | 700 | 1082 => (4, true, "i", "p"),
-        20 | 701 | 1083 | 1114 | 1184 => (8, true, "d", "p"),
-        1186 => (16, false, "d", "p"),
-        2950 => (16, false, "c", "p"),
-        1700 => (-1, false, "i", "m"),
-        _ => (-1, false, "i", "x"),
-    };
-    let typmod = match data_type {
-        // PostgreSQL packs numeric(p, s) as ((p << 16) | s) + VARHDRSZ.
-        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *s >= 0 => {
-            ((i32::from(*p) << 16) | i32::from(*s)) + 4
-        }
-        _ => -1,
-    };
-    let dimensions = match data_type {
-        DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::FixedSizeList(_, _)
-        | DataType::ListView(_)
-        | DataType::LargeListView(_) => 1,
-        _ => 0,
-    };
-    PgColumnType {
-        oid,
-        len,
-        by_value,
-        align,
-        storage,
-        typmod,
-        dimensions,
-    }
-}
-
-/// The type of a dictionary's values; any other type itself.
-fn value_type(data_type: &DataType) -> &DataType {
-    match data_type {
-        DataType::Dictionary(_, value) => value.as_ref(),
-        other => other,
-    }
-}
-
-/// The PostgreSQL type the wire protocol sends a column as: its OID and name (`None`: a type
-/// it cannot send, shown as `text`).
-pub(crate) fn wire_type(field: &Field) -> Option<(u32, String)> {
-    let wire_field = Arc::new(
-        Field::new(
-            field.name(),
-            value_type(field.data_type()).clone(),
-            field.is_nullable(),
-        )
-        .with_metadata(field.metadata().clone()),
-    );
-    arrow_pg::datatypes::field_into_pg_type(&wire_field)
-        .ok()
-        .map(|t| (t.oid(), t.name().to_string()))
-}
-
 /// `pg_class.relkind` of a relation.
 pub(crate) fn relkind(table_type: TableType) -> &'static str {
     match table_type {
@@ -657,9 +582,13 @@ fn pg_attribute_schema() -> SchemaRef {
 }
 
 fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let columns: Vec<(u32, i16, &Field, PgColumnType)> = snapshot
+    let columns: Vec<(u32, i16, &Field, ColumnType, TypeStorage)> = snapshot
         .columns()
-        .map(|(r, position, f)| (r.oid, position as i16, f, pg_column_type(f)))
+        .map(|(r, position, f)| {
+            let column_type = catalog_column_type(f);
+            let storage = column_type.storage();
+            (r.oid, position as i16, f, column_type, storage)
+        })
         .collect();
     let rows = columns.len();
     let repeat_i32 = |v: i32| int32(std::iter::repeat_n(v, rows));
@@ -670,18 +599,18 @@ fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<Record
         vec![
             int32(columns.iter().map(|c| c.0 as i32)),
             text(columns.iter().map(|c| c.2.name().as_str())),
-            int32(columns.iter().map(|c| c.3.oid as i32)),
+            int32(columns.iter().map(|c| c.3.oid() as i32)),
             repeat_i32(-1),
-            int16(columns.iter().map(|c| c.3.len)),
+            int16(columns.iter().map(|c| c.4.len)),
             int16(columns.iter().map(|c| c.1)),
-            int32(columns.iter().map(|c| c.3.dimensions)),
+            int32(columns.iter().map(|c| c.3.dimensions())),
             repeat_i32(-1),
-            int32(columns.iter().map(|c| c.3.typmod)),
+            int32(columns.iter().map(|c| c.3.typmod())),
             Arc::new(BooleanArray::from_iter(
-                columns.iter().map(|c| Some(c.3.by_value)),
+                columns.iter().map(|c| Some(c.4.by_value)),
             )),
-            text(columns.iter().map(|c| c.3.align)),
-            text(columns.iter().map(|c| c.3.storage)),
+            text(columns.iter().map(|c| c.4.align)),
+            text(columns.iter().map(|c| c.4.storage)),
             null_text(rows),
             Arc::new(BooleanArray::from_iter(
                 columns.iter().map(|c| Some(!c.2.is_nullable())),
@@ -694,7 +623,7 @@ fn pg_attribute_rows(snapshot: &Snapshot, schema: &SchemaRef) -> DfResult<Record
             booleans(rows, true),
             repeat_i32(0),
             // Text columns use the default collation (100), as in PostgreSQL.
-            int32(columns.iter().map(|c| if c.3.oid == 25 { 100 } else { 0 })),
+            int32(columns.iter().map(|c| c.4.collation as i32)),
             null_text(rows),
             null_text(rows),
             null_text(rows),
@@ -855,15 +784,32 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> DfResult<&'a T>
         })
 }
 
-/// Type name → OID, from the static `pg_type` rows.
-pub(crate) fn type_oids(static_tables: &PgCatalogStaticTables) -> DfResult<HashMap<String, i32>> {
-    let mut found = HashMap::new();
+/// PostgreSQL's built-in types, from the static `pg_type` rows: what `to_regtype` and
+/// `format_type` look up for types [`crate::pg_types`] does not describe itself.
+#[derive(Debug, Default)]
+pub(crate) struct StaticTypes {
+    /// `typname` → OID.
+    pub by_name: HashMap<String, i32>,
+    /// OID → (`typname`, `typelem`).
+    pub by_oid: HashMap<i32, (String, i32)>,
+}
+
+pub(crate) fn static_types(static_tables: &PgCatalogStaticTables) -> DfResult<StaticTypes> {
+    let mut found = StaticTypes::default();
     for batch in static_tables.pg_type.data() {
         let names = column::<StringArray>(batch, "typname")?;
         let oids = column::<Int32Array>(batch, "oid")?;
+        let elements = column::<Int32Array>(batch, "typelem")?;
         for i in 0..batch.num_rows() {
             if names.is_valid(i) && oids.is_valid(i) {
-                found.insert(names.value(i).to_string(), oids.value(i));
+                let name = names.value(i).to_string();
+                let element = if elements.is_valid(i) {
+                    elements.value(i)
+                } else {
+                    0
+                };
+                found.by_name.insert(name.clone(), oids.value(i));
+                found.by_oid.insert(oids.value(i), (name, element));
             }
         }
     }
@@ -1043,26 +989,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn column_types_match_the_wire_types() {
-        let column = |data_type: DataType| pg_column_type(&Field::new("c", data_type, true));
-        let t = column(DataType::Int64);
-        assert_eq!((t.oid, t.len, t.by_value), (20, 8, true));
-        assert_eq!(column(DataType::Utf8View).oid, 25);
-        assert_eq!(column(DataType::Float32).oid, 700);
-        assert_eq!(pg_column_type(&oid_field("o", kind::OID, false)).oid, 26);
-        let decimal = column(DataType::Decimal128(10, 2));
-        assert_eq!((decimal.oid, decimal.typmod), (1700, (10 << 16 | 2) + 4));
-        let list = column(DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Int64,
-            true,
-        ))));
-        assert_eq!((list.oid, list.dimensions), (1016, 1));
-        let dictionary = column(DataType::Dictionary(
-            Box::new(DataType::Int32),
-            Box::new(DataType::Utf8),
-        ));
-        assert_eq!(dictionary.oid, 25);
+    fn catalog_columns_take_the_wire_type_of_their_tag() {
+        let oid = catalog_column_type(&oid_field("o", kind::OID, false));
+        assert_eq!((oid.oid(), oid.storage().len), (26, 4));
     }
 
     #[test]

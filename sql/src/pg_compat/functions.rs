@@ -6,7 +6,6 @@
 //! crate's, and adds the ones it lacks. What a function answers follows from Freshet having
 //! one owner role, no indexes, constraints, comments or sequences, and every privilege.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -23,7 +22,8 @@ use datafusion::logical_expr::{
     TypeSignature, Volatility,
 };
 
-use super::catalog::{CatalogSource, OWNER_OID, OWNER_ROLE};
+use super::catalog::{CatalogSource, StaticTypes, OWNER_OID, OWNER_ROLE};
+use crate::pg_types::{format_type, internal_name};
 use crate::session::SettingReader;
 
 /// What a function computes from its arguments (as arrays of `rows` rows).
@@ -142,17 +142,15 @@ fn nulls(data_type: &DataType, rows: usize) -> ArrayRef {
 }
 
 /// Registers the catalog functions in the engine's context (sessions inherit them).
-pub(crate) fn register(
-    context: &SessionContext,
-    source: &Arc<CatalogSource>,
-    type_oids: HashMap<String, i32>,
-) {
+pub(crate) fn register(context: &SessionContext, source: &Arc<CatalogSource>, types: StaticTypes) {
     for udf in functions(source) {
         context.register_udf(udf);
     }
     context.register_udf(ScalarUDF::new_from_impl(When {
         signature: Signature::any(2, Volatility::Immutable),
     }));
+    let types = Arc::new(types);
+    let by_name = types.clone();
     context.register_udf(function(
         "to_regtype",
         1..=1,
@@ -160,29 +158,54 @@ pub(crate) fn register(
         move |a, _| {
             let found: Int32Array = texts(&a[0])?
                 .into_iter()
-                .map(|name| name.and_then(|name| type_oids.get(&type_key(&name)).copied()))
+                .map(|name| {
+                    name.and_then(|name| by_name.by_name.get(&internal_name(&name)).copied())
+                })
                 .collect();
             Ok(Arc::new(found))
         },
     ));
+    context.register_udf(function(
+        "format_type",
+        2..=2,
+        DataType::Utf8,
+        move |a, _| {
+            let typmods = ints(&a[1])?;
+            let names: StringArray = oids(a)?
+                .into_iter()
+                .zip(typmods)
+                .map(|(oid, typmod)| {
+                    oid.map(|oid| type_display_name(&types, oid, typmod.unwrap_or(-1)))
+                })
+                .collect();
+            Ok(Arc::new(names))
+        },
+    ));
 }
 
-/// How `to_regtype` looks a type name up: lower-case, `pg_catalog.` and quotes removed.
-fn type_key(name: &str) -> String {
-    let name = name.trim().to_ascii_lowercase();
-    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
-    let name = name.trim_matches('"');
-    match name {
-        "integer" | "int" => "int4".to_string(),
-        "bigint" => "int8".to_string(),
-        "smallint" => "int2".to_string(),
-        "boolean" => "bool".to_string(),
-        "real" => "float4".to_string(),
-        "double precision" => "float8".to_string(),
-        "timestamp without time zone" => "timestamp".to_string(),
-        "timestamp with time zone" => "timestamptz".to_string(),
-        other => other.to_string(),
+/// `format_type(oid, typmod)`: the SQL name [`crate::pg_types`] gives a type, else its
+/// `pg_type` name (arrays: the element's name and `[]`), else `???` as PostgreSQL shows an OID
+/// that names no type.
+fn type_display_name(types: &StaticTypes, oid: i64, typmod: i64) -> String {
+    let typmod = i32::try_from(typmod).unwrap_or(-1);
+    let Ok(oid) = u32::try_from(oid) else {
+        return "???".to_string();
+    };
+    if let Some(name) = format_type(oid, typmod) {
+        return name;
     }
+    match types.by_oid.get(&(oid as i32)) {
+        Some((name, element)) if *element != 0 && name.starts_with('_') => {
+            format!("{}[]", type_display_name(types, i64::from(*element), -1))
+        }
+        Some((name, _)) => name.clone(),
+        None => "???".to_string(),
+    }
+}
+
+/// An argument as integers (NULL stays NULL).
+fn ints(array: &ArrayRef) -> DfResult<Vec<Option<i64>>> {
+    oids(std::slice::from_ref(array))
 }
 
 fn functions(source: &Arc<CatalogSource>) -> Vec<ScalarUDF> {

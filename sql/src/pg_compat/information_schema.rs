@@ -4,7 +4,7 @@
 //! `constraint_column_usage`), which are empty because Freshet has no constraints.
 //!
 //! Column types are named after the type the wire protocol sends each column as
-//! ([`pg_column_type`]), so `data_type`, `udt_name` and `pg_attribute` agree with what a client
+//! ([`crate::pg_types`]), so `data_type`, `udt_name` and `pg_attribute` agree with what a client
 //! receives. DataFusion's own `df_settings`, `routines` and `parameters` stay (DataFusion's
 //! `SHOW` reads `df_settings`).
 
@@ -20,9 +20,9 @@ use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 
 use super::catalog::{
-    batch, int32, live, null_text, pg_column_type, text, wire_type, BuildRows, CatalogSource,
-    PgColumnType, Relation, Snapshot, OWNER_ROLE,
+    batch, int32, live, null_text, text, BuildRows, CatalogSource, Relation, Snapshot, OWNER_ROLE,
 };
+use crate::pg_types::catalog_column_type;
 
 /// The tables Freshet builds; the others come from DataFusion's provider.
 const OWN_TABLES: &[&str] = &[
@@ -333,58 +333,16 @@ struct ColumnType {
     datetime_precision: Option<i32>,
 }
 
-/// PostgreSQL's SQL-standard name of a built-in type, as `information_schema` and
-/// `format_type` show it; other types keep their `pg_type` name.
-fn sql_type_name(udt_name: &str) -> &str {
-    match udt_name {
-        "bool" => "boolean",
-        "int2" => "smallint",
-        "int4" => "integer",
-        "int8" => "bigint",
-        "float4" => "real",
-        "float8" => "double precision",
-        "varchar" => "character varying",
-        "bpchar" => "character",
-        "char" => "\"char\"",
-        "time" => "time without time zone",
-        "timetz" => "time with time zone",
-        "timestamp" => "timestamp without time zone",
-        "timestamptz" => "timestamp with time zone",
-        other => other,
-    }
-}
-
 fn column_type(field: &Field) -> ColumnType {
-    let pg: PgColumnType = pg_column_type(field);
-    let udt_name = wire_type(field)
-        .map(|(_, name)| name)
-        .unwrap_or_else(|| "text".to_string());
-    let data_type = if pg.dimensions > 0 {
-        "ARRAY".to_string()
-    } else {
-        sql_type_name(&udt_name).to_string()
+    let pg = catalog_column_type(field);
+    let udt_name = pg.name().to_string();
+    let data_type = pg.data_type_name();
+    let (precision, radix, scale) = match pg.numeric_precision() {
+        Some((precision, radix, scale)) => (precision, Some(radix), scale),
+        None => (None, None, None),
     };
-    // Binary integers and floats count bits (radix 2), numeric counts digits (radix 10).
-    let (precision, radix, scale) = match pg.oid {
-        21 => (Some(16), Some(2), Some(0)),
-        23 => (Some(32), Some(2), Some(0)),
-        20 => (Some(64), Some(2), Some(0)),
-        700 => (Some(24), Some(2), None),
-        701 => (Some(53), Some(2), None),
-        1700 if pg.typmod >= 4 => {
-            let packed = pg.typmod - 4;
-            (Some(packed >> 16), Some(10), Some(packed & 0xffff))
-        }
-        1700 => (None, Some(10), None),
-        _ => (None, None, None),
-    };
-    let datetime_precision = match pg.oid {
-        1082 => Some(0),
-        1083 | 1114 | 1184 | 1186 | 1266 => Some(6),
-        _ => None,
-    };
-    // PostgreSQL's largest text value: 1 GB.
-    let octet_length = matches!(pg.oid, 25 | 1042 | 1043).then_some(1_073_741_824);
+    let datetime_precision = pg.datetime_precision();
+    let octet_length = pg.octet_length();
     ColumnType {
         data_type,
         udt_name,

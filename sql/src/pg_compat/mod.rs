@@ -42,7 +42,7 @@ pub(crate) fn setup(context: &SessionContext, database: &str) -> Result<(), Engi
         static_tables.clone(),
         EmptyContextProvider,
     )?);
-    let type_oids = catalog::type_oids(&static_tables)?;
+    let static_types = catalog::static_types(&static_tables)?;
     let source = Arc::new(catalog::CatalogSource::new(catalogs.clone(), database));
     catalog.register_schema(
         "pg_catalog",
@@ -61,6 +61,6 @@ pub(crate) fn setup(context: &SessionContext, database: &str) -> Result<(), Engi
             catalogs.clone(),
         )),
     )?;
-    functions::register(context, &source, type_oids);
+    functions::register(context, &source, static_types);
     Ok(())
 }
