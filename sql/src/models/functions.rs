@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::memory::MemorySourceConfig;
-use datafusion::catalog::{Session as DfSession, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{
+    Session as DfSession, TableFunctionArgs, TableFunctionImpl, TableProvider,
+};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;

@@ -549,7 +549,7 @@ fn simd_scoring_and_selection_equal_the_scalar_reference_bit_for_bit() {
     let mut random = Random(11);
     // Ranks around the 8-wide blocks, row counts around the 8-row blocks.
     for rank in [1, 3, 7, 8, 9, 16, 31, 32, 33, 64] {
-        for n_rows in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
+        for n_rows in [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 1000] {
             let mut rows: Vec<f32> = (0..n_rows * rank)
                 .map(|_| random.gaussian() as f32)
                 .collect();
@@ -574,8 +574,15 @@ fn simd_scoring_and_selection_equal_the_scalar_reference_bit_for_bit() {
                 for exclude in [&[][..], &exclude[..]] {
                     for vector in [&vector, &negated] {
                         let expected = reference_best_rows(&rows, vector, k, exclude);
-                        let what = format!("rank {rank}, {n_rows} rows, k {k}, {} excluded", exclude.len());
-                        assert_same_rows(&top::best_rows(&rows, vector, k, exclude), &expected, &what);
+                        let what = format!(
+                            "rank {rank}, {n_rows} rows, k {k}, {} excluded",
+                            exclude.len()
+                        );
+                        assert_same_rows(
+                            &top::best_rows(&rows, vector, k, exclude),
+                            &expected,
+                            &what,
+                        );
                         assert_same_rows(
                             &top::best_rows_portable(&rows, vector, k, exclude),
                             &expected,
@@ -603,13 +610,19 @@ fn trained_model_recommendations_equal_the_scalar_reference() {
         rank: 32,
         n_users: 20,
         n_items: 5003,
-        user_factors: (0..20 * 32).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect(),
-        item_factors: (0..5003 * 32).map(|i| ((i * 53 % 97) as f32 - 48.0) / 9.0).collect(),
+        user_factors: (0..20 * 32)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect(),
+        item_factors: (0..5003 * 32)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 9.0)
+            .collect(),
     };
     for model in [&model, &wide] {
         for user in 0..model.n_users as u32 {
             let x = model.user_factor(user).unwrap();
-            let exclude: Vec<u32> = (0..model.n_items as u32).filter(|i| (i + user) % 5 == 0).collect();
+            let exclude: Vec<u32> = (0..model.n_items as u32)
+                .filter(|i| (i + user) % 5 == 0)
+                .collect();
             for k in [1, 10, 50] {
                 let expected = reference_best_rows(&model.item_factors, x, k, &exclude);
                 assert_same_rows(&model.recommend(user, k, &exclude), &expected, "recommend");
@@ -618,7 +631,11 @@ fn trained_model_recommendations_equal_the_scalar_reference() {
         for item in (0..model.n_items as u32).step_by(97) {
             let y = model.item_factor(item).unwrap();
             let expected = reference_best_rows(&model.user_factors, y, 10, &[]);
-            assert_same_rows(&model.recommend_users(item, 10), &expected, "recommend_users");
+            assert_same_rows(
+                &model.recommend_users(item, 10),
+                &expected,
+                "recommend_users",
+            );
         }
     }
 }
