@@ -202,153 +202,89 @@ fn scan_portable(
 /// Eight rows at a time: per block of eight values, the 8×8 tile is transposed so that lane
 /// `j` holds row `j`'s values, then multiplied by the broadcast vector value and added, value
 /// after value — the order of [`dot`]. The remaining values (rank not a multiple of 8) are
-/// added per lane in scalar, still in order, and the remaining rows go through the portable
-/// loop.
-///
-/// Each row's sum is one chain of dependent additions (the order is fixed), so a single
-/// 8-row block waits on addition latency; four blocks (32 rows) are summed side by side to
-/// keep the adder busy.
+/// added per lane in scalar, still in order, and the remaining rows go through the portable loop.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn scan_avx2(rows: &[f32], vector: &[f32], top: &mut TopK, excluded: &mut Exclusions<'_>) {
     use std::arch::x86_64::*;
 
-    const GROUP: usize = 4;
     let rank = vector.len();
-    let blocks = rows.len() / rank / 8;
+    let n_rows = rows.len() / rank;
     let whole = rank - rank % 8;
-    let mut block = 0;
-    while block + GROUP <= blocks {
-        let mut sums = [_mm256_set1_ps(-0.0); GROUP];
+    let blocks = n_rows / 8;
+    let mut lanes = [0f32; 8];
+    for block in 0..blocks {
+        let base = rows.as_ptr().add(block * 8 * rank);
+        let mut sums = _mm256_set1_ps(-0.0);
         let mut column = 0;
         while column < whole {
-            for (b, sum) in sums.iter_mut().enumerate() {
-                let tile = rows.as_ptr().add((block + b) * 8 * rank + column);
-                *sum = add_tile(*sum, tile, rank, vector.as_ptr().add(column));
+            let tile = base.add(column);
+            let r0 = _mm256_loadu_ps(tile);
+            let r1 = _mm256_loadu_ps(tile.add(rank));
+            let r2 = _mm256_loadu_ps(tile.add(2 * rank));
+            let r3 = _mm256_loadu_ps(tile.add(3 * rank));
+            let r4 = _mm256_loadu_ps(tile.add(4 * rank));
+            let r5 = _mm256_loadu_ps(tile.add(5 * rank));
+            let r6 = _mm256_loadu_ps(tile.add(6 * rank));
+            let r7 = _mm256_loadu_ps(tile.add(7 * rank));
+            // Pairs, then quads, then halves: `c[m]` is value `column + m` of the eight rows.
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let q0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let q1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let q2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let q3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let q4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let q5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let q6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let q7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let c = [
+                _mm256_permute2f128_ps::<0x20>(q0, q4),
+                _mm256_permute2f128_ps::<0x20>(q1, q5),
+                _mm256_permute2f128_ps::<0x20>(q2, q6),
+                _mm256_permute2f128_ps::<0x20>(q3, q7),
+                _mm256_permute2f128_ps::<0x31>(q0, q4),
+                _mm256_permute2f128_ps::<0x31>(q1, q5),
+                _mm256_permute2f128_ps::<0x31>(q2, q6),
+                _mm256_permute2f128_ps::<0x31>(q3, q7),
+            ];
+            for (m, values) in c.into_iter().enumerate() {
+                let x = _mm256_set1_ps(*vector.get_unchecked(column + m));
+                sums = _mm256_add_ps(sums, _mm256_mul_ps(values, x));
             }
             column += 8;
         }
-        for (b, sum) in sums.into_iter().enumerate() {
-            finish_block(sum, block + b, rows, vector, whole, top, excluded);
+        let first = block * 8;
+        if whole == rank {
+            let floor = _mm256_set1_ps(top.floor);
+            // Not-less-than, true when unordered: the lanes `may_take` would accept.
+            let candidates = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(sums, floor));
+            if candidates == 0 {
+                continue;
+            }
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+        } else {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+            for (j, sum) in lanes.iter_mut().enumerate() {
+                let row = &rows[(first + j) * rank..][..rank];
+                for c in whole..rank {
+                    *sum += vector[c] * row[c];
+                }
+            }
         }
-        block += GROUP;
-    }
-    while block < blocks {
-        let mut sum = _mm256_set1_ps(-0.0);
-        let mut column = 0;
-        while column < whole {
-            let tile = rows.as_ptr().add(block * 8 * rank + column);
-            sum = add_tile(sum, tile, rank, vector.as_ptr().add(column));
-            column += 8;
+        for (j, &score) in lanes.iter().enumerate() {
+            let index = (first + j) as u32;
+            if top.may_take(score) && !excluded.contains(index) {
+                top.offer(index, score);
+            }
         }
-        finish_block(sum, block, rows, vector, whole, top, excluded);
-        block += 1;
     }
     let done = blocks * 8;
     scan_portable(&rows[done * rank..], vector, done, top, excluded);
-}
-
-/// `sums` plus, lane `j`, the products of row `j`'s eight values at `tile` (rows `stride`
-/// apart) with the eight vector values at `x`, added one after the other.
-///
-/// # Safety
-/// AVX2; `tile + j·stride .. +8` for `j < 8` and `x .. x + 8` are readable.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn add_tile(
-    mut sums: std::arch::x86_64::__m256,
-    tile: *const f32,
-    stride: usize,
-    x: *const f32,
-) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-
-    let r0 = _mm256_loadu_ps(tile);
-    let r1 = _mm256_loadu_ps(tile.add(stride));
-    let r2 = _mm256_loadu_ps(tile.add(2 * stride));
-    let r3 = _mm256_loadu_ps(tile.add(3 * stride));
-    let r4 = _mm256_loadu_ps(tile.add(4 * stride));
-    let r5 = _mm256_loadu_ps(tile.add(5 * stride));
-    let r6 = _mm256_loadu_ps(tile.add(6 * stride));
-    let r7 = _mm256_loadu_ps(tile.add(7 * stride));
-    // Pairs, then quads, then halves: `c[m]` is value `m` of the eight rows.
-    let t0 = _mm256_unpacklo_ps(r0, r1);
-    let t1 = _mm256_unpackhi_ps(r0, r1);
-    let t2 = _mm256_unpacklo_ps(r2, r3);
-    let t3 = _mm256_unpackhi_ps(r2, r3);
-    let t4 = _mm256_unpacklo_ps(r4, r5);
-    let t5 = _mm256_unpackhi_ps(r4, r5);
-    let t6 = _mm256_unpacklo_ps(r6, r7);
-    let t7 = _mm256_unpackhi_ps(r6, r7);
-    let q0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let q1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let q2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let q3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let q4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let q5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let q6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let q7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    let c = [
-        _mm256_permute2f128_ps::<0x20>(q0, q4),
-        _mm256_permute2f128_ps::<0x20>(q1, q5),
-        _mm256_permute2f128_ps::<0x20>(q2, q6),
-        _mm256_permute2f128_ps::<0x20>(q3, q7),
-        _mm256_permute2f128_ps::<0x31>(q0, q4),
-        _mm256_permute2f128_ps::<0x31>(q1, q5),
-        _mm256_permute2f128_ps::<0x31>(q2, q6),
-        _mm256_permute2f128_ps::<0x31>(q3, q7),
-    ];
-    for (m, values) in c.into_iter().enumerate() {
-        let x = _mm256_set1_ps(*x.add(m));
-        sums = _mm256_add_ps(sums, _mm256_mul_ps(values, x));
-    }
-    sums
-}
-
-/// Completes block `block`'s eight sums (the values after `whole`, in scalar) and offers the
-/// rows that may enter the top.
-///
-/// # Safety
-/// AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn finish_block(
-    sums: std::arch::x86_64::__m256,
-    block: usize,
-    rows: &[f32],
-    vector: &[f32],
-    whole: usize,
-    top: &mut TopK,
-    excluded: &mut Exclusions<'_>,
-) {
-    use std::arch::x86_64::*;
-
-    let rank = vector.len();
-    let first = block * 8;
-    let mut lanes = [0f32; 8];
-    if whole == rank {
-        let floor = _mm256_set1_ps(top.floor);
-        // Not-less-than, true when unordered: the lanes `may_take` would accept.
-        let candidates = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(sums, floor));
-        if candidates == 0 {
-            return;
-        }
-        _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
-    } else {
-        _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
-        for (j, sum) in lanes.iter_mut().enumerate() {
-            let row = &rows[(first + j) * rank..][..rank];
-            for c in whole..rank {
-                *sum += vector[c] * row[c];
-            }
-        }
-    }
-    for (j, &score) in lanes.iter().enumerate() {
-        let index = (first + j) as u32;
-        if top.may_take(score) && !excluded.contains(index) {
-            top.offer(index, score);
-        }
-    }
 }
