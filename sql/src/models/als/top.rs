@@ -70,8 +70,8 @@ impl TopK {
     /// Whether a candidate scoring `score` might be kept: false only when it surely is not.
     #[inline(always)]
     fn may_take(&self, score: f32) -> bool {
-        // `!(a < b)` rather than `a >= b`: a NaN score goes to the exact comparison.
-        !(score < self.floor)
+        // Not "less", rather than "greater or equal": a NaN score goes to the exact comparison.
+        score.partial_cmp(&self.floor) != Some(Ordering::Less)
     }
 
     #[inline]
