@@ -13,17 +13,23 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::memory::MemorySourceConfig;
+use datafusion::catalog::{
+    Session as DfSession, TableFunctionArgs, TableFunctionImpl, TableProvider,
+};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::physical_plan::ExecutionPlan;
 
-use super::{Id, IdKind, Models, TrainedModel};
+use super::{Id, IdKind, ModelSlot, Models, TrainedModel};
 use crate::error::{EngineError, ErrorKind};
 
 /// Registers the serving functions in `context`.
@@ -142,8 +148,47 @@ fn result_schema(first: (&str, IdKind), second: (&str, IdKind)) -> SchemaRef {
     ]))
 }
 
+/// One call of a recommendation table function, its arguments checked when the query is
+/// planned. The scores are computed when the plan runs ([`TableProvider::scan`]), not when it
+/// is planned: a query is planned more than once (a simple query is planned at prepare to
+/// learn its columns, then again to run), and scoring a large model is the expensive part.
+struct RecommendCall {
+    call: Call,
+    name: String,
+    model: Arc<TrainedModel>,
+    slot: Option<Arc<ModelSlot>>,
+    schema: SchemaRef,
+}
+
+#[derive(Debug)]
+enum Call {
+    Recommend {
+        user: Option<Id>,
+        k: usize,
+        exclude: bool,
+    },
+    RecommendUsers {
+        item: Option<Id>,
+        k: usize,
+    },
+    RecommendAll {
+        k: usize,
+        exclude: bool,
+    },
+}
+
+impl std::fmt::Debug for RecommendCall {
+    // Not derived: the model's factors would be printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecommendCall")
+            .field("model", &self.name)
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Recommend {
-    fn table(&self, args: &[Expr]) -> Result<MemTable, EngineError> {
+    fn call(&self, args: &[Expr]) -> Result<RecommendCall, EngineError> {
         let kind = self.kind;
         let (min, max) = match kind {
             Kind::Recommend => (3, 4),
@@ -162,68 +207,105 @@ impl Recommend {
         }
         let name = model_name(kind, &args[0])?;
         let slot = self.models.get(&name);
-        let trained = self.models.trained(&name)?;
-        let m: &TrainedModel = &trained;
-        let (schema, columns) = match kind {
-            Kind::Recommend => {
-                let schema = result_schema(("user_id", m.user_kind), ("item_id", m.item_kind));
-                let k = count(kind, &args[2])?;
-                let exclude = flag(kind, args.get(3))?;
-                let rows = match id(kind, m.user_kind, &args[1])? {
+        let model = self.models.trained(&name)?;
+        let m: &TrainedModel = &model;
+        let (call, schema) = match kind {
+            Kind::Recommend => (
+                Call::Recommend {
+                    user: id(kind, m.user_kind, &args[1])?,
+                    k: count(kind, &args[2])?,
+                    exclude: flag(kind, args.get(3))?,
+                },
+                recommendation_schema(m),
+            ),
+            Kind::RecommendUsers => (
+                Call::RecommendUsers {
+                    item: id(kind, m.item_kind, &args[1])?,
+                    k: count(kind, &args[2])?,
+                },
+                result_schema(("item_id", m.item_kind), ("user_id", m.user_kind)),
+            ),
+            Kind::RecommendAll => (
+                Call::RecommendAll {
+                    k: count(kind, &args[1])?,
+                    exclude: flag(kind, args.get(2))?,
+                },
+                recommendation_schema(m),
+            ),
+        };
+        Ok(RecommendCall {
+            call,
+            name,
+            model,
+            slot,
+            schema,
+        })
+    }
+}
+
+impl RecommendCall {
+    fn batch(&self) -> Result<RecordBatch, EngineError> {
+        let m: &TrainedModel = &self.model;
+        // (the id repeated on every row, the ids of the other side, their scores)
+        let (key, key_kind, rows, others, other_kind) = match &self.call {
+            Call::RecommendAll { k, exclude } => return recommend_all(m, *k, *exclude),
+            Call::Recommend { user, k, exclude } => {
+                let rows = match user {
                     Some(user) => {
-                        let fresh = slot
+                        let fresh = self
+                            .slot
                             .as_ref()
-                            .and_then(|s| s.fresh_for(&user))
+                            .and_then(|s| s.fresh_for(user))
                             .unwrap_or_default();
-                        recommend_for(m, &user, &fresh, k, exclude)
+                        recommend_for(m, user, &fresh, *k, *exclude)
                     }
                     None => Vec::new(),
                 };
-                let user = id(kind, m.user_kind, &args[1])?;
-                let users: Vec<Id> = rows
-                    .iter()
-                    .map(|_| user.clone().unwrap_or(Id::Int(0)))
-                    .collect();
-                let items: Vec<&Id> = rows.iter().map(|(i, _)| &m.item_ids[*i as usize]).collect();
-                let scores: Vec<f32> = rows.iter().map(|(_, s)| *s).collect();
-                (
-                    schema,
-                    vec![
-                        m.user_kind.array(users.iter()),
-                        m.item_kind.array(items.into_iter()),
-                        Arc::new(Float32Array::from(scores)) as ArrayRef,
-                    ],
-                )
+                (user, m.user_kind, rows, &m.item_ids, m.item_kind)
             }
-            Kind::RecommendUsers => {
-                let schema = result_schema(("item_id", m.item_kind), ("user_id", m.user_kind));
-                let k = count(kind, &args[2])?;
-                let rows = match id(kind, m.item_kind, &args[1])?.and_then(|i| m.item(&i)) {
-                    Some(item) => m.model.recommend_users(item, k),
+            Call::RecommendUsers { item, k } => {
+                let rows = match item.as_ref().and_then(|i| m.item(i)) {
+                    Some(index) => m.model.recommend_users(index, *k),
                     None => Vec::new(),
                 };
-                let item = id(kind, m.item_kind, &args[1])?.unwrap_or(Id::Int(0));
-                let items: Vec<Id> = rows.iter().map(|_| item.clone()).collect();
-                let users: Vec<&Id> = rows.iter().map(|(u, _)| &m.user_ids[*u as usize]).collect();
-                let scores: Vec<f32> = rows.iter().map(|(_, s)| *s).collect();
-                (
-                    schema,
-                    vec![
-                        m.item_kind.array(items.iter()),
-                        m.user_kind.array(users.into_iter()),
-                        Arc::new(Float32Array::from(scores)) as ArrayRef,
-                    ],
-                )
-            }
-            Kind::RecommendAll => {
-                let k = count(kind, &args[1])?;
-                let exclude = flag(kind, args.get(2))?;
-                let batch = recommend_all(m, k, exclude)?;
-                return Ok(MemTable::try_new(batch.schema(), vec![vec![batch]])?);
+                (item, m.item_kind, rows, &m.user_ids, m.user_kind)
             }
         };
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(MemTable::try_new(schema, vec![vec![batch]])?)
+        // No rows without a known id, so `key` is only repeated when it is `Some`.
+        let keys = key.iter().cycle().take(rows.len());
+        let columns = vec![
+            key_kind.array(keys),
+            other_kind.array(rows.iter().map(|(i, _)| &others[*i as usize])),
+            Arc::new(Float32Array::from_iter_values(rows.iter().map(|(_, s)| *s))) as ArrayRef,
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for RecommendCall {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        let exec = MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?;
+        Ok(exec)
     }
 }
 
@@ -301,7 +383,7 @@ pub(crate) fn recommend_for(
 
 impl TableFunctionImpl for Recommend {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
-        Ok(Arc::new(self.table(args.exprs())?))
+        Ok(Arc::new(self.call(args.exprs())?))
     }
 }
 

@@ -424,17 +424,7 @@ impl AlsModel {
             sorted = copy;
             &sorted
         };
-        let mut excluded = exclude.iter().copied().peekable();
-        let candidates = self.item_factors.chunks_exact(self.rank).enumerate();
-        let candidates = candidates.filter_map(|(item, y)| {
-            let item = item as u32;
-            while excluded.next_if(|&next| next < item).is_some() {}
-            if excluded.next_if_eq(&item).is_some() {
-                return None;
-            }
-            Some((item, dot_f32(factor, y)))
-        });
-        top::top_k(candidates, k)
+        top::best_rows(&self.item_factors, factor, k, exclude)
     }
 
     /// The `k` users with the highest scores for `item`, best first, ties by lower index.
@@ -443,8 +433,7 @@ impl AlsModel {
         let Some(y) = self.item_factor(item) else {
             return Vec::new();
         };
-        let candidates = self.user_factors.chunks_exact(self.rank).enumerate();
-        top::top_k(candidates.map(|(user, x)| (user as u32, dot_f32(x, y))), k)
+        top::best_rows(&self.user_factors, y, k, &[])
     }
 
     /// Fold-in: the factor of a user who rated `items` with `values`, solved against the
@@ -537,5 +526,5 @@ fn factor_row(factors: &[f32], rank: usize, row: u32) -> Option<&[f32]> {
 }
 
 fn dot_f32(left: &[f32], right: &[f32]) -> f32 {
-    left.iter().zip(right).map(|(l, r)| l * r).sum()
+    top::dot(left, right)
 }

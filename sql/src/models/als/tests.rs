@@ -521,6 +521,125 @@ fn recommendations_are_best_first_ties_by_lower_index_and_skip_excluded() {
     assert_eq!(model.predict(2, 3), 6.0);
 }
 
+/// What `recommend` returned before the SIMD scoring, computed independently: every row
+/// scored by the sequential `Σ x[c]·y[c]` from −0 (`Iterator::sum`), excluded rows dropped,
+/// sorted by score (`total_cmp`) descending then index ascending, the first `k`.
+fn reference_best_rows(rows: &[f32], vector: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
+    let mut scored: Vec<(u32, f32)> = rows
+        .chunks_exact(vector.len())
+        .enumerate()
+        .filter(|(row, _)| !exclude.contains(&(*row as u32)))
+        .map(|(row, y)| (row as u32, vector.iter().zip(y).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+/// Scores compared bit for bit: the SIMD path adds in the scalar order, so the tolerance is 0.
+fn assert_same_rows(actual: &[(u32, f32)], expected: &[(u32, f32)], what: &str) {
+    let bits = |rows: &[(u32, f32)]| -> Vec<(u32, u32)> {
+        rows.iter().map(|&(i, s)| (i, s.to_bits())).collect()
+    };
+    assert_eq!(bits(actual), bits(expected), "{what}");
+}
+
+#[test]
+fn simd_scoring_and_selection_equal_the_scalar_reference_bit_for_bit() {
+    let mut random = Random(11);
+    // Ranks around the 8-wide blocks, row counts around the 8-row blocks.
+    for rank in [1, 3, 7, 8, 9, 16, 31, 32, 33, 64] {
+        for n_rows in [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 1000] {
+            let mut rows: Vec<f32> = (0..n_rows * rank)
+                .map(|_| random.gaussian() as f32)
+                .collect();
+            // Exact ties: some rows copy an earlier one, and some are all zero (score ±0).
+            for row in 1..n_rows {
+                match random.below(10) {
+                    0 => {
+                        let from = random.below(row);
+                        rows.copy_within(from * rank..(from + 1) * rank, row * rank);
+                    }
+                    1 => rows[row * rank..(row + 1) * rank].fill(0.0),
+                    _ => {}
+                }
+            }
+            let vector: Vec<f32> = (0..rank).map(|_| random.gaussian() as f32).collect();
+            let negated: Vec<f32> = vector.iter().map(|v| -v).collect();
+            let mut exclude: Vec<u32> = (0..n_rows / 4)
+                .map(|_| random.below(n_rows) as u32)
+                .collect();
+            exclude.sort_unstable();
+            for k in [1, 3, 10, n_rows, n_rows + 5] {
+                for exclude in [&[][..], &exclude[..]] {
+                    for vector in [&vector, &negated] {
+                        let expected = reference_best_rows(&rows, vector, k, exclude);
+                        let what = format!(
+                            "rank {rank}, {n_rows} rows, k {k}, {} excluded",
+                            exclude.len()
+                        );
+                        assert_same_rows(
+                            &top::best_rows(&rows, vector, k, exclude),
+                            &expected,
+                            &what,
+                        );
+                        assert_same_rows(
+                            &top::best_rows_portable(&rows, vector, k, exclude),
+                            &expected,
+                            &what,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn trained_model_recommendations_equal_the_scalar_reference() {
+    // The clustered implicit fixture, and a wide model at the benchmark's rank.
+    let data = clustered_feedback(3);
+    let params = AlsParams {
+        rank: 10,
+        implicit: true,
+        alpha: 5.0,
+        ..AlsParams::default()
+    };
+    let model = train(&data.train, &params, &mut |_| {}).unwrap();
+    let wide = AlsModel {
+        rank: 32,
+        n_users: 20,
+        n_items: 5003,
+        user_factors: (0..20 * 32)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect(),
+        item_factors: (0..5003 * 32)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 9.0)
+            .collect(),
+    };
+    for model in [&model, &wide] {
+        for user in 0..model.n_users as u32 {
+            let x = model.user_factor(user).unwrap();
+            let exclude: Vec<u32> = (0..model.n_items as u32)
+                .filter(|i| (i + user) % 5 == 0)
+                .collect();
+            for k in [1, 10, 50] {
+                let expected = reference_best_rows(&model.item_factors, x, k, &exclude);
+                assert_same_rows(&model.recommend(user, k, &exclude), &expected, "recommend");
+            }
+        }
+        for item in (0..model.n_items as u32).step_by(97) {
+            let y = model.item_factor(item).unwrap();
+            let expected = reference_best_rows(&model.user_factors, y, 10, &[]);
+            assert_same_rows(
+                &model.recommend_users(item, 10),
+                &expected,
+                "recommend_users",
+            );
+        }
+    }
+}
+
 #[test]
 fn invalid_params_are_rejected_with_the_parameter_named() {
     let good = ratings(1, 1, &[(0, 0, 1.0)]);
