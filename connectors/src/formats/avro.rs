@@ -44,7 +44,6 @@ const IDLE_DECODERS: usize = 4;
 /// The field-metadata key and value Freshet uses for JSON text columns.
 const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
 const JSON_EXTENSION: &str = "arrow.json";
-const UUID_EXTENSION: &str = "arrow.uuid";
 
 /// How messages carry (or not) their writer schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +89,8 @@ struct Plan {
     decoded: SchemaRef,
     /// For each output column, its index in `decoded`.
     positions: Vec<usize>,
+    /// For each output column, whether it is an Avro uuid (decoded as 16 bytes).
+    uuids: Vec<bool>,
     target: SchemaRef,
     state: Mutex<PlanState>,
 }
@@ -486,6 +487,10 @@ impl Plan {
                 }
             }
         }
+        let uuids: Vec<bool> = positions
+            .iter()
+            .map(|p| is_uuid_type(&reader_fields[*p]["type"]))
+            .collect();
         let mut reader = reference.clone();
         reader["fields"] = Value::Array(reader_fields);
         let reader = AvroSchema::new(reader.to_string());
@@ -495,11 +500,11 @@ impl Plan {
             decoder.schema()
         };
         let mut target_fields = Vec::with_capacity(wanted.len());
-        for ((name, declared), position) in wanted.iter().zip(&positions) {
+        for (((name, declared), position), uuid) in wanted.iter().zip(&positions).zip(&uuids) {
             let from = decoded.field(*position);
             let field = match declared {
                 Some(declared) => {
-                    if !convertible(from, declared.data_type()) {
+                    if !convertible(from, *uuid, declared.data_type()) {
                         return Err(schema_error(format!(
                             "column {name}: the Avro field decodes to {} which cannot be read as {}",
                             from.data_type(),
@@ -508,7 +513,7 @@ impl Plan {
                     }
                     declared.as_ref().clone()
                 }
-                None => natural(from)?,
+                None => natural(from, *uuid)?,
             };
             target_fields.push(field.with_nullable(true));
         }
@@ -516,6 +521,7 @@ impl Plan {
             reader,
             decoded,
             positions,
+            uuids,
             target: Arc::new(Schema::new(target_fields)),
             state: Mutex::new(PlanState::default()),
         })
@@ -534,9 +540,10 @@ impl Plan {
         let columns = self
             .positions
             .iter()
+            .zip(&self.uuids)
             .zip(self.target.fields())
-            .map(|(position, target)| {
-                convert(decoded.column(*position), self.decoded.field(*position), target)
+            .map(|((position, uuid), target)| {
+                convert(decoded.column(*position), *uuid, target)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let options =
@@ -633,9 +640,16 @@ fn avro_type_for(data_type: &DataType) -> Value {
     }
 }
 
-fn is_uuid(field: &Field) -> bool {
-    field.data_type() == &DataType::FixedSizeBinary(16)
-        && field.metadata().get(EXTENSION_NAME_KEY).map(String::as_str) == Some(UUID_EXTENSION)
+/// Whether an Avro field type is a uuid (or a union holding one), which `arrow-avro`
+/// decodes to 16 bytes.
+fn is_uuid_type(ty: &Value) -> bool {
+    match ty {
+        Value::Array(branches) => branches.iter().any(is_uuid_type),
+        Value::Object(object) => {
+            object.get("logicalType").and_then(Value::as_str) == Some("uuid")
+        }
+        _ => false,
+    }
 }
 
 fn json_field(name: &str) -> Field {
@@ -646,10 +660,10 @@ fn json_field(name: &str) -> Field {
 
 /// The column type an Avro field is shown as when no columns are declared: what PostgreSQL
 /// clients can read (enum → text, uuid → text, fixed → bytea, map → json).
-fn natural(field: &Field) -> Result<Field, ConnectorError> {
+fn natural(field: &Field, uuid: bool) -> Result<Field, ConnectorError> {
     let name = field.name();
     let data_type = match field.data_type() {
-        _ if is_uuid(field) => DataType::Utf8,
+        DataType::FixedSizeBinary(16) if uuid => DataType::Utf8,
         DataType::Map(..) => return Ok(json_field(name)),
         DataType::Union(..) => {
             return Err(schema_error(format!(
@@ -688,21 +702,21 @@ fn is_text(data_type: &DataType) -> bool {
     )
 }
 
-fn convertible(from: &Field, to: &DataType) -> bool {
+fn convertible(from: &Field, uuid: bool, to: &DataType) -> bool {
     from.data_type() == to
-        || (is_text(to) && (is_uuid(from) || matches!(from.data_type(), DataType::Map(..))))
+        || (is_text(to) && (uuid || matches!(from.data_type(), DataType::Map(..))))
         || can_cast_types(from.data_type(), to)
 }
 
 /// Converts a decoded column to its output type: uuids and maps to text by hand, the rest by
 /// Arrow's cast.
-fn convert(column: &ArrayRef, from: &Field, to: &Field) -> Result<ArrayRef, ConnectorError> {
+fn convert(column: &ArrayRef, uuid: bool, to: &Field) -> Result<ArrayRef, ConnectorError> {
     if column.data_type() == to.data_type() {
         return Ok(column.clone());
     }
-    let text: Option<ArrayRef> = if is_text(to.data_type()) && is_uuid(from) {
+    let text: Option<ArrayRef> = if is_text(to.data_type()) && uuid {
         Some(uuid_text(column))
-    } else if is_text(to.data_type()) && matches!(from.data_type(), DataType::Map(..)) {
+    } else if is_text(to.data_type()) && matches!(column.data_type(), DataType::Map(..)) {
         Some(map_json(column)?)
     } else {
         None

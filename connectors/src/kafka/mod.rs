@@ -536,4 +536,6 @@ impl Source for KafkaSource {
 }
 
 #[cfg(test)]
+mod avro_tests;
+#[cfg(test)]
 mod tests;
