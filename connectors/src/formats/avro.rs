@@ -62,6 +62,8 @@ pub struct AvroConfig {
     pub registry: Option<SchemaRegistry>,
     /// The reference schema (JSON text of an Avro record) the reader schema is made from.
     pub reference: String,
+    /// Writer schemas known without asking a registry, by id (Confluent framing).
+    pub known_writers: Vec<(u32, String)>,
 }
 
 /// A decoder of Avro messages into batches of fixed columns. Clones share the schema cache.
@@ -120,7 +122,10 @@ impl AvroDecoder {
                 "the Avro schema must be a record (\"type\": \"record\" with \"fields\"): each field is a column",
             ));
         }
-        if config.framing == Framing::Confluent && config.registry.is_none() {
+        if config.framing == Framing::Confluent
+            && config.registry.is_none()
+            && config.known_writers.is_empty()
+        {
             return Err(schema_error(
                 "Confluent-framed Avro needs a schema registry (schema_registry_url)",
             ));
@@ -128,6 +133,9 @@ impl AvroDecoder {
         let mut writers = HashMap::new();
         if config.framing == Framing::Raw {
             writers.insert(0, Ok(Arc::from(config.reference.as_str())));
+        }
+        for (id, text) in &config.known_writers {
+            writers.insert(*id, Ok(Arc::from(text.as_str())));
         }
         let shared = Arc::new(Shared {
             framing: config.framing,
@@ -820,6 +828,7 @@ mod tests {
                 framing: Framing::Raw,
                 registry: None,
                 reference: "\"long\"".to_string(),
+                known_writers: Vec::new(),
             },
             None,
         )

@@ -291,6 +291,7 @@ async fn avro_options(
             framing: Framing::Raw,
             registry: None,
             reference: reference.to_string(),
+            known_writers: Vec::new(),
         });
     };
     let registry = SchemaRegistry::new(url, username, password)?;
@@ -318,6 +319,7 @@ async fn avro_options(
         framing: Framing::Confluent,
         registry: Some(registry),
         reference,
+        known_writers: Vec::new(),
     })
 }
 
