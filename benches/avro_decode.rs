@@ -36,8 +36,7 @@ fn bids(events: usize) -> RecordBatch {
             ))
         })
         .collect();
-    let date_time: TimestampMillisecondArray =
-        (0..n).map(|i| 1_793_527_200_000 + i * 3).collect();
+    let date_time: TimestampMillisecondArray = (0..n).map(|i| 1_793_527_200_000 + i * 3).collect();
     let extra: StringArray = (0..n).map(|_| Some("")).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("auction", DataType::Int64, false),

@@ -68,10 +68,10 @@ async fn registry(exchanges: &Value) -> String {
                 }
                 let text = String::from_utf8_lossy(&request).to_string();
                 let path = text.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = answers
-                    .get(path)
-                    .cloned()
-                    .unwrap_or((404, r#"{"error_code":404,"message":"Not Found"}"#.to_string()));
+                let (status, body) = answers.get(path).cloned().unwrap_or((
+                    404,
+                    r#"{"error_code":404,"message":"Not Found"}"#.to_string(),
+                ));
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -91,7 +91,11 @@ fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
         .unwrap();
     for payload in messages {
         producer
-            .send(BaseRecord::<(), [u8]>::to(topic).partition(0).payload(payload))
+            .send(
+                BaseRecord::<(), [u8]>::to(topic)
+                    .partition(0)
+                    .payload(payload),
+            )
             .map_err(|(e, _)| e)
             .unwrap();
     }
@@ -169,7 +173,11 @@ async fn every_avro_type_reaches_postgresql_clients_with_its_type() {
         ("arr", "_int8"),
         ("m", "json"),
     ] {
-        assert_eq!(types.get(column).map(String::as_str), Some(pg), "column {column}: {types:?}");
+        assert_eq!(
+            types.get(column).map(String::as_str),
+            Some(pg),
+            "column {column}: {types:?}"
+        );
     }
 
     // Every value as PostgreSQL prints it, as computed by the fixture generator.
@@ -190,9 +198,18 @@ async fn every_avro_type_reaches_postgresql_clients_with_its_type() {
         }
     }
     // A record's fields are reachable by name.
-    let inner = text_rows(&client, "SELECT rec['x'] AS x, rec['y'] AS y FROM types ORDER BY l").await;
+    let inner = text_rows(
+        &client,
+        "SELECT rec['x'] AS x, rec['y'] AS y FROM types ORDER BY l",
+    )
+    .await;
     for (row, want) in inner.iter().zip(expected) {
-        let (x, y) = want["rec"].as_str().unwrap().trim_matches(|c| c == '(' || c == ')').split_once(',').unwrap();
+        let (x, y) = want["rec"]
+            .as_str()
+            .unwrap()
+            .trim_matches(|c| c == '(' || c == ')')
+            .split_once(',')
+            .unwrap();
         assert_eq!(row["x"].as_deref(), Some(x));
         assert_eq!(row["y"].as_deref(), Some(y));
     }
@@ -224,8 +241,15 @@ async fn an_evolving_topic_reads_as_the_declared_columns_and_avro_files_are_tabl
              format = 'avro', schema_registry_url = '{url}'{extra})"
         )
     };
-    client.batch_execute(&create("customers", "")).await.unwrap();
-    let rows = text_rows(&client, "SELECT id, name, email, score FROM customers ORDER BY id").await;
+    client
+        .batch_execute(&create("customers", ""))
+        .await
+        .unwrap();
+    let rows = text_rows(
+        &client,
+        "SELECT id, name, email, score FROM customers ORDER BY id",
+    )
+    .await;
     let expected: Vec<BTreeMap<String, Option<String>>> = fixtures["customers"]["expected"]
         .as_array()
         .unwrap()
@@ -242,16 +266,29 @@ async fn an_evolving_topic_reads_as_the_declared_columns_and_avro_files_are_tabl
 
     // The bad message was counted, and SHOW SOURCES says so.
     let sources = text_rows(&client, "SHOW SOURCES").await;
-    let skipped: u64 = sources[0]["malformed_skipped"].as_deref().unwrap().parse().unwrap();
+    let skipped: u64 = sources[0]["malformed_skipped"]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(skipped >= 1, "{sources:?}");
-    assert!(sources[0]["last_error"].as_deref().unwrap().contains("offset 3"), "{sources:?}");
+    assert!(
+        sources[0]["last_error"]
+            .as_deref()
+            .unwrap()
+            .contains("offset 3"),
+        "{sources:?}"
+    );
 
     // on_error = 'fail': the query fails as a data exception naming the offset.
     client
         .batch_execute(&create("strict", ", on_error = 'fail'"))
         .await
         .unwrap();
-    let err = client.query("SELECT count(*) FROM strict", &[]).await.unwrap_err();
+    let err = client
+        .query("SELECT count(*) FROM strict", &[])
+        .await
+        .unwrap_err();
     let db = err.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "22000", "{db:?}");
     assert!(db.message().contains("offset 3"), "{}", db.message());
@@ -261,7 +298,11 @@ async fn an_evolving_topic_reads_as_the_declared_columns_and_avro_files_are_tabl
     server.stop();
     let server = TestServer::start(work.path(), &Options::default());
     let client = server.client().await;
-    let again = text_rows(&client, "SELECT id, name, email, score FROM customers ORDER BY id").await;
+    let again = text_rows(
+        &client,
+        "SELECT id, name, email, score FROM customers ORDER BY id",
+    )
+    .await;
     assert_eq!(again, expected);
 
     // An Avro object-container file (fastavro, deflate) as an external table.
@@ -269,10 +310,17 @@ async fn an_evolving_topic_reads_as_the_declared_columns_and_avro_files_are_tabl
         .batch_execute("CREATE EXTERNAL TABLE archive STORED AS AVRO LOCATION 'customers.avro'")
         .await
         .unwrap();
-    let summary = text_rows(&client, "SELECT count(*) AS n, sum(score) AS s, max(email) AS e FROM archive").await;
+    let summary = text_rows(
+        &client,
+        "SELECT count(*) AS n, sum(score) AS s, max(email) AS e FROM archive",
+    )
+    .await;
     let n = 100i64;
     assert_eq!(summary[0]["n"].as_deref(), Some(n.to_string().as_str()));
-    assert_eq!(summary[0]["s"].as_deref(), Some((3 * n * (n + 1) / 2).to_string().as_str()));
+    assert_eq!(
+        summary[0]["s"].as_deref(),
+        Some((3 * n * (n + 1) / 2).to_string().as_str())
+    );
     let max_email = (1..=n).map(|i| format!("c{i}@example.com")).max();
     assert_eq!(summary[0]["e"].clone(), max_email);
     // Outside the data roots it is refused like any other path.

@@ -1032,11 +1032,15 @@ impl Engine {
     /// The text of a source's `avro.schema_file`: a local file the path policy allows, as for
     /// every path SQL names.
     fn read_schema_file(&self, path: &str) -> Result<String, EngineError> {
-        let resolved = resolve_location(path, &self.inner.config.base_dir, &self.inner.policy, true)?;
+        let resolved =
+            resolve_location(path, &self.inner.config.base_dir, &self.inner.policy, true)?;
         let LocationKind::Local = resolved.kind else {
             return Err(EngineError::new(
                 ErrorKind::InvalidParameterValue,
-                format!("avro.schema_file must be a local file, not {}", resolved.display),
+                format!(
+                    "avro.schema_file must be a local file, not {}",
+                    resolved.display
+                ),
             ));
         };
         let file = resolved.url.to_file_path().map_err(|()| {

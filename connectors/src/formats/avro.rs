@@ -81,7 +81,13 @@ struct Shared {
     reference: Value,
     /// Writer schemas by id: the schema's JSON text, or why there is none (unknown id).
     writers: Mutex<HashMap<u32, Result<Arc<str>, String>>>,
+    /// Plans by column set: a continuous query reads the same projection many times a second,
+    /// and a plan keeps its resolved writers and idle decoders.
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
 }
+
+/// Column sets whose plans are kept at most.
+const KEPT_PLANS: usize = 64;
 
 /// The reader side for one set of output columns.
 #[derive(Debug)]
@@ -142,6 +148,7 @@ impl AvroDecoder {
             registry: config.registry,
             reference,
             writers: Mutex::new(writers),
+            plans: Mutex::new(HashMap::new()),
         });
         let plan = Arc::new(Plan::new(&shared.reference, columns.as_ref())?);
         Ok(Self { shared, plan })
@@ -149,9 +156,29 @@ impl AvroDecoder {
 
     /// The same decoder for other columns (a projection), sharing the writer schemas.
     pub fn with_columns(&self, columns: SchemaRef) -> Result<Self, ConnectorError> {
+        let key = format!("{:?}", columns.fields());
+        let kept = self
+            .shared
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let plan = match kept {
+            Some(plan) => plan,
+            None => {
+                let plan = Arc::new(Plan::new(&self.shared.reference, Some(&columns))?);
+                let mut plans = self.shared.plans.lock().unwrap_or_else(|p| p.into_inner());
+                if plans.len() >= KEPT_PLANS {
+                    plans.clear();
+                }
+                plans.insert(key, plan.clone());
+                plan
+            }
+        };
         Ok(Self {
             shared: self.shared.clone(),
-            plan: Arc::new(Plan::new(&self.shared.reference, Some(&columns))?),
+            plan,
         })
     }
 
@@ -256,7 +283,9 @@ impl AvroDecoder {
                     .build_decoder(&[(id, text.as_ref())])
                     .map(|_| ())
                     .map_err(|e| {
-                        format!("writer schema id {id} does not resolve against the reader schema: {e}")
+                        format!(
+                            "writer schema id {id} does not resolve against the reader schema: {e}"
+                        )
                     }),
             };
             self.plan.lock().resolved.insert(id, result);
@@ -271,7 +300,11 @@ impl AvroDecoder {
                 return Ok(state.idle.swap_remove(i).1);
             }
         }
-        let writers = self.shared.writers.lock().unwrap_or_else(|p| p.into_inner());
+        let writers = self
+            .shared
+            .writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut schemas = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(Ok(text)) = writers.get(id) {
@@ -321,12 +354,14 @@ impl AvroDecoder {
         let mut batches = Vec::new();
         for (index, _) in good {
             let mut one = Vec::new();
-            let result = self.feed(&mut decoder, messages[*index], &mut one).and_then(|()| {
-                decoder
-                    .flush()
-                    .map_err(|e| e.to_string())
-                    .map(|b| one.extend(b))
-            });
+            let result = self
+                .feed(&mut decoder, messages[*index], &mut one)
+                .and_then(|()| {
+                    decoder
+                        .flush()
+                        .map_err(|e| e.to_string())
+                        .map(|b| one.extend(b))
+                });
             match result {
                 Ok(()) => batches.extend(one),
                 Err(reason) => {
@@ -358,9 +393,7 @@ impl AvroDecoder {
         for part in parts {
             let mut offset = 0;
             while offset < part.len() {
-                let used = decoder
-                    .decode(&part[offset..])
-                    .map_err(|e| e.to_string())?;
+                let used = decoder.decode(&part[offset..]).map_err(|e| e.to_string())?;
                 offset += used;
                 if decoder.batch_is_full() {
                     // Full, or switching to another writer schema: the rows so far go first.
@@ -480,7 +513,9 @@ impl Plan {
                 None => {
                     // Not in the reference schema (a field yet to be added, or dropped): NULL
                     // unless a writer has it.
-                    let declared = declared.as_ref().expect("undeclared columns come from the schema");
+                    let declared = declared
+                        .as_ref()
+                        .expect("undeclared columns come from the schema");
                     if !is_avro_name(name) {
                         return Err(schema_error(format!(
                             "column {name} is not in the Avro schema and is not a valid Avro field name"
@@ -550,9 +585,7 @@ impl Plan {
             .iter()
             .zip(&self.uuids)
             .zip(self.target.fields())
-            .map(|((position, uuid), target)| {
-                convert(decoded.column(*position), *uuid, target)
-            })
+            .map(|((position, uuid), target)| convert(decoded.column(*position), *uuid, target))
             .collect::<Result<Vec<_>, _>>()?;
         let options =
             arrow::array::RecordBatchOptions::new().with_row_count(Some(decoded.num_rows()));
@@ -618,7 +651,9 @@ fn defines_named_type(ty: &Value) -> bool {
                 Some("record" | "error" | "enum" | "fixed")
             ) || object.get("items").is_some_and(defines_named_type)
                 || object.get("values").is_some_and(defines_named_type)
-                || object.get("type").is_some_and(|t| t.is_object() && defines_named_type(t))
+                || object
+                    .get("type")
+                    .is_some_and(|t| t.is_object() && defines_named_type(t))
         }
         _ => false,
     }
@@ -653,17 +688,14 @@ fn avro_type_for(data_type: &DataType) -> Value {
 fn is_uuid_type(ty: &Value) -> bool {
     match ty {
         Value::Array(branches) => branches.iter().any(is_uuid_type),
-        Value::Object(object) => {
-            object.get("logicalType").and_then(Value::as_str) == Some("uuid")
-        }
+        Value::Object(object) => object.get("logicalType").and_then(Value::as_str) == Some("uuid"),
         _ => false,
     }
 }
 
 fn json_field(name: &str) -> Field {
-    Field::new(name, DataType::Utf8, true).with_metadata(
-        [(EXTENSION_NAME_KEY.to_string(), JSON_EXTENSION.to_string())].into(),
-    )
+    Field::new(name, DataType::Utf8, true)
+        .with_metadata([(EXTENSION_NAME_KEY.to_string(), JSON_EXTENSION.to_string())].into())
 }
 
 /// The column type an Avro field is shown as when no columns are declared: what PostgreSQL
@@ -696,7 +728,11 @@ fn nested_natural(data_type: &DataType) -> DataType {
         DataType::Struct(fields) => DataType::Struct(Fields::from(
             fields
                 .iter()
-                .map(|f| f.as_ref().clone().with_data_type(nested_natural(f.data_type())))
+                .map(|f| {
+                    f.as_ref()
+                        .clone()
+                        .with_data_type(nested_natural(f.data_type()))
+                })
                 .collect::<Vec<_>>(),
         )),
         other => other.clone(),
@@ -775,8 +811,7 @@ fn map_json(column: &ArrayRef) -> Result<ArrayRef, ConnectorError> {
         writer.write(&batch)?;
         writer.finish()?;
     }
-    let text = String::from_utf8(buffer)
-        .map_err(|e| schema_error(format!("map as JSON: {e}")))?;
+    let text = String::from_utf8(buffer).map_err(|e| schema_error(format!("map as JSON: {e}")))?;
     let values: StringArray = text
         .lines()
         .map(|line| {
@@ -818,7 +853,9 @@ mod tests {
             &json!(["null", {"type": "array", "items": {"type": "enum", "name": "E", "symbols": ["A"]}}])
         ));
         assert!(!defines_named_type(&json!(["null", "E"])));
-        assert!(!defines_named_type(&json!({"type": "long", "logicalType": "timestamp-millis"})));
+        assert!(!defines_named_type(
+            &json!({"type": "long", "logicalType": "timestamp-millis"})
+        ));
     }
 
     #[test]

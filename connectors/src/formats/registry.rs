@@ -194,7 +194,10 @@ mod tests {
         let err = SchemaRegistry::new("ftp://x", None, None).unwrap_err();
         assert!(err.to_string().contains("http"), "{err}");
         let err = SchemaRegistry::new("http://x", None, Some("p".into())).unwrap_err();
-        assert!(err.to_string().contains("schema_registry.username"), "{err}");
+        assert!(
+            err.to_string().contains("schema_registry.username"),
+            "{err}"
+        );
         let registry = SchemaRegistry::new("http://h:8081/prefix", None, None).unwrap();
         assert_eq!(registry.url(), "http://h:8081/prefix/");
     }

@@ -22,7 +22,10 @@ use super::KafkaConnector;
 use crate::source::{ConnectorError, Source, SourceConfig, SourceConnector};
 
 fn fixtures() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/avro/fixtures.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/avro/fixtures.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -66,7 +69,10 @@ async fn registry(exchanges: &Value, auth: Option<&str>) -> Registry {
         .collect();
     let expected_auth = auth.map(|a| {
         use base64::Engine;
-        format!("basic {}", base64::engine::general_purpose::STANDARD.encode(a))
+        format!(
+            "basic {}",
+            base64::engine::general_purpose::STANDARD.encode(a)
+        )
     });
     let hits = Arc::new(Mutex::new(BTreeMap::new()));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -93,14 +99,18 @@ async fn registry(exchanges: &Value, auth: Option<&str>) -> Registry {
                 let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
                 let authorized = match &expected_auth {
                     None => true,
-                    Some(expected) => text
-                        .lines()
-                        .any(|l| l.to_ascii_lowercase().trim() == format!("authorization: {expected}").to_ascii_lowercase()),
+                    Some(expected) => text.lines().any(|l| {
+                        l.to_ascii_lowercase().trim()
+                            == format!("authorization: {expected}").to_ascii_lowercase()
+                    }),
                 };
                 *hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
                 let (status, body) = if !authorized {
                     refused.fetch_add(1, Ordering::Relaxed);
-                    (401, r#"{"error_code":401,"message":"Unauthorized"}"#.to_string())
+                    (
+                        401,
+                        r#"{"error_code":401,"message":"Unauthorized"}"#.to_string(),
+                    )
                 } else {
                     answers.get(&path).cloned().unwrap_or((
                         404,
@@ -126,7 +136,11 @@ fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
         .unwrap();
     for payload in messages {
         producer
-            .send(BaseRecord::<(), [u8]>::to(topic).partition(0).payload(payload))
+            .send(
+                BaseRecord::<(), [u8]>::to(topic)
+                    .partition(0)
+                    .payload(payload),
+            )
             .map_err(|(e, _)| e)
             .unwrap();
     }
@@ -184,7 +198,12 @@ async fn registry_framed_messages_of_every_type_decode_without_declared_columns(
     produce(&brokers, "types", &messages(&fixtures, "types", "messages"));
     let source = KafkaConnector
         .create(
-            config(&brokers, "types", None, &[("schema_registry_url", &registry.url)]),
+            config(
+                &brokers,
+                "types",
+                None,
+                &[("schema_registry_url", &registry.url)],
+            ),
             true,
         )
         .await
@@ -210,17 +229,30 @@ async fn registry_framed_messages_of_every_type_decode_without_declared_columns(
         ("dt", DataType::Date32),
         ("tm", DataType::Time32(TimeUnit::Millisecond)),
         ("tu", DataType::Time64(TimeUnit::Microsecond)),
-        ("tsm", DataType::Timestamp(TimeUnit::Millisecond, utc.clone())),
-        ("tsu", DataType::Timestamp(TimeUnit::Microsecond, utc.clone())),
+        (
+            "tsm",
+            DataType::Timestamp(TimeUnit::Millisecond, utc.clone()),
+        ),
+        (
+            "tsu",
+            DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+        ),
         ("u", DataType::Utf8),
         ("opt", DataType::Utf8),
         ("m", DataType::Utf8),
     ] {
-        let found = types.iter().find(|(n, _)| *n == name).map(|(_, t)| t.clone());
+        let found = types
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone());
         assert_eq!(found, Some(expected), "column {name}");
     }
-    assert!(matches!(schema.field_with_name("arr").unwrap().data_type(), DataType::List(f) if f.data_type() == &DataType::Int64));
-    assert!(matches!(schema.field_with_name("rec").unwrap().data_type(), DataType::Struct(f) if f.len() == 2));
+    assert!(
+        matches!(schema.field_with_name("arr").unwrap().data_type(), DataType::List(f) if f.data_type() == &DataType::Int64)
+    );
+    assert!(
+        matches!(schema.field_with_name("rec").unwrap().data_type(), DataType::Struct(f) if f.len() == 2)
+    );
 
     let batch = read_all(&source).await.unwrap();
     let expected = fixtures["types"]["expected"].as_array().unwrap();
@@ -235,7 +267,11 @@ async fn registry_framed_messages_of_every_type_decode_without_declared_columns(
     }
     // Each writer schema id was fetched once, however many messages carry it.
     let hits = registry.hits.lock().unwrap().clone();
-    assert_eq!(hits.get("/subjects/types-value/versions/latest"), Some(&1), "{hits:?}");
+    assert_eq!(
+        hits.get("/subjects/types-value/versions/latest"),
+        Some(&1),
+        "{hits:?}"
+    );
     let id_fetches: usize = hits
         .iter()
         .filter(|(p, _)| p.starts_with("/schemas/ids/"))
@@ -294,21 +330,38 @@ async fn evolving_writer_schemas_resolve_to_the_declared_columns_and_bad_message
             .collect();
         assert_eq!(strings(&batch, name), want, "column {name}");
     }
-    let offsets = batch.column_by_name("_offset").unwrap().as_primitive::<Int64Type>();
+    let offsets = batch
+        .column_by_name("_offset")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     assert_eq!(offsets.values().as_ref(), &[0, 1, 3, 5, 6, 7]);
-    assert_eq!(source.counters().malformed_skipped.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        source.counters().malformed_skipped.load(Ordering::Relaxed),
+        3
+    );
     assert!(registry.refused.load(Ordering::Relaxed) == 0);
     // The unknown id was asked once, then remembered.
-    assert_eq!(registry.hits.lock().unwrap().get("/schemas/ids/99"), Some(&1));
+    assert_eq!(
+        registry.hits.lock().unwrap().get("/schemas/ids/99"),
+        Some(&1)
+    );
     read_all(&source).await.unwrap();
-    assert_eq!(registry.hits.lock().unwrap().get("/schemas/ids/99"), Some(&1));
+    assert_eq!(
+        registry.hits.lock().unwrap().get("/schemas/ids/99"),
+        Some(&1)
+    );
 
     // on_error = 'fail': the first bad message stops the read, naming its offset.
     let mut strict_options = auth.to_vec();
     strict_options.push(("on_error", "fail"));
     let strict = KafkaConnector
         .create(
-            config(&brokers, "customers", Some(customers_schema()), &strict_options),
+            config(
+                &brokers,
+                "customers",
+                Some(customers_schema()),
+                &strict_options,
+            ),
             true,
         )
         .await
@@ -325,7 +378,10 @@ async fn evolving_writer_schemas_resolve_to_the_declared_columns_and_bad_message
         ("schema_registry.password", "wrong"),
     ];
     let err = KafkaConnector
-        .create(config(&brokers, "customers", Some(customers_schema()), &wrong), true)
+        .create(
+            config(&brokers, "customers", Some(customers_schema()), &wrong),
+            true,
+        )
         .await
         .unwrap_err()
         .to_string();
@@ -350,7 +406,12 @@ async fn bare_bodies_decode_with_an_inline_schema() {
     ]);
     let source = KafkaConnector
         .create(
-            config(&brokers, "raw", Some(declared), &[("avro.schema", &schema_text)]),
+            config(
+                &brokers,
+                "raw",
+                Some(declared),
+                &[("avro.schema", &schema_text)],
+            ),
             true,
         )
         .await
@@ -364,12 +425,18 @@ async fn bare_bodies_decode_with_an_inline_schema() {
         .collect();
     assert_eq!(strings(&batch, "e"), want);
     assert_eq!(batch.schema().field(1).data_type(), &DataType::Utf8View);
-    assert_eq!(source.counters().malformed_skipped.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        source.counters().malformed_skipped.load(Ordering::Relaxed),
+        1
+    );
 
     // A declared type the Avro field cannot become is refused when the source is created.
     let bad = Schema::new(vec![Field::new("rec", DataType::Int64, true)]);
     let err = KafkaConnector
-        .create(config(&brokers, "raw", Some(bad), &[("avro.schema", &schema_text)]), true)
+        .create(
+            config(&brokers, "raw", Some(bad), &[("avro.schema", &schema_text)]),
+            true,
+        )
         .await
         .unwrap_err()
         .to_string();
@@ -380,5 +447,8 @@ async fn bare_bodies_decode_with_an_inline_schema() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("schema_registry_url") && err.contains("avro.schema"), "{err}");
+    assert!(
+        err.contains("schema_registry_url") && err.contains("avro.schema"),
+        "{err}"
+    );
 }

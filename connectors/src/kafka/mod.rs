@@ -218,10 +218,7 @@ impl SourceConnector for KafkaConnector {
                 let declared = config.schema.as_ref().map(payload_schema).transpose()?;
                 let decoder = AvroDecoder::new(avro, declared)?;
                 // Without declared columns, the columns are the Avro record's fields.
-                let schema = config
-                    .schema
-                    .clone()
-                    .unwrap_or_else(|| decoder.schema());
+                let schema = config.schema.clone().unwrap_or_else(|| decoder.schema());
                 (schema, PayloadDecoder::avro(decoder), Some(reference))
             }
         };
