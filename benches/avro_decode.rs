@@ -23,9 +23,9 @@ const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 /// The Nexmark bid record: auction, bidder, price, channel, url, date_time, extra.
 fn bids(events: usize) -> RecordBatch {
     let n = events as i64;
-    let auction: Int64Array = (0..n).map(|i| 1000 + (i * 7919) % 10_000).collect();
-    let bidder: Int64Array = (0..n).map(|i| 1000 + (i * 104_729) % 50_000).collect();
-    let price: Int64Array = (0..n).map(|i| 100 + (i * 31) % 9_900_000).collect();
+    let auction = Int64Array::from_iter_values((0..n).map(|i| 1000 + (i * 7919) % 10_000));
+    let bidder = Int64Array::from_iter_values((0..n).map(|i| 1000 + (i * 104_729) % 50_000));
+    let price = Int64Array::from_iter_values((0..n).map(|i| 100 + (i * 31) % 9_900_000));
     let channel: StringArray = (0..n).map(|i| Some(CHANNELS[(i % 4) as usize])).collect();
     let url: StringArray = (0..n)
         .map(|i| {
@@ -36,7 +36,9 @@ fn bids(events: usize) -> RecordBatch {
             ))
         })
         .collect();
-    let date_time: TimestampMillisecondArray = (0..n).map(|i| 1_793_527_200_000 + i * 3).collect();
+    let date_time =
+        TimestampMillisecondArray::from_iter_values((0..n).map(|i| 1_793_527_200_000 + i * 3))
+            .with_timezone("+00:00");
     let extra: StringArray = (0..n).map(|_| Some("")).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("auction", DataType::Int64, false),
