@@ -48,7 +48,7 @@ fn main() {
     let bytes: usize = payloads.iter().map(String::len).sum();
 
     // Decoding alone, one thread.
-    let decoder = PayloadDecoder::new(Format::Json, schema());
+    let decoder = PayloadDecoder::new(Format::Json, schema()).expect("decoder");
     let started = Instant::now();
     for chunk in payloads.chunks(8192) {
         let messages: Vec<&[u8]> = chunk.iter().map(|p| p.as_bytes()).collect();

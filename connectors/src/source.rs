@@ -50,6 +50,9 @@ pub enum ConnectorError {
         offset: i64,
         message: String,
     },
+    /// The schema registry could not be reached or gave an unusable answer.
+    #[error("schema registry {url}: {message}")]
+    SchemaRegistry { url: String, message: String },
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
     /// A sink could not write to or commit in its destination (broker, topic, directory).

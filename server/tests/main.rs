@@ -1,5 +1,6 @@
 //! End-to-end tests: each starts the real `freshet` binary and talks to it with real clients.
 
+mod avro;
 mod common;
 mod flight;
 mod hostile;

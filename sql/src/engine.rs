@@ -1048,6 +1048,34 @@ impl Engine {
         Ok(Output::command("CREATE SOURCE"))
     }
 
+    /// The text of a source's `avro.schema_file`: a local file the path policy allows, as for
+    /// every path SQL names.
+    fn read_schema_file(&self, path: &str) -> Result<String, EngineError> {
+        let resolved =
+            resolve_location(path, &self.inner.config.base_dir, &self.inner.policy, true)?;
+        let LocationKind::Local = resolved.kind else {
+            return Err(EngineError::new(
+                ErrorKind::InvalidParameterValue,
+                format!(
+                    "avro.schema_file must be a local file, not {}",
+                    resolved.display
+                ),
+            ));
+        };
+        let file = resolved.url.to_file_path().map_err(|()| {
+            EngineError::new(
+                ErrorKind::InvalidParameterValue,
+                format!("avro.schema_file: {} is not a file path", resolved.display),
+            )
+        })?;
+        std::fs::read_to_string(&file).map_err(|e| {
+            EngineError::new(
+                ErrorKind::Io,
+                format!("avro.schema_file: could not read {}: {e}", resolved.display),
+            )
+        })
+    }
+
     /// Builds a source from its statement; `state` is what it fixed when first created.
     async fn build_source(
         &self,
@@ -1064,6 +1092,9 @@ impl Engine {
                 "CREATE SOURCE needs WITH (connector = 'kafka' | 'datagen' | 'nexmark', …)",
             )
         })?;
+        if let Some(path) = options.remove("avro.schema_file") {
+            options.insert("avro.schema".to_string(), self.read_schema_file(&path)?);
+        }
         let schema = if create.columns.is_empty() {
             None
         } else {

@@ -67,6 +67,7 @@ impl From<ConnectorError> for EngineError {
             ConnectorError::Malformed { .. } => ErrorKind::DataException,
             ConnectorError::BrokerUnreachable { .. }
             | ConnectorError::Kafka { .. }
+            | ConnectorError::SchemaRegistry { .. }
             | ConnectorError::Sink { .. }
             | ConnectorError::Arrow(_) => ErrorKind::Io,
         };

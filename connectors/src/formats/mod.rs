@@ -3,7 +3,11 @@
 //! The fast path hands a whole batch of messages to Arrow's vectorised JSON or CSV decoder.
 //! Only when that fails (some message is malformed) are the messages decoded one at a time to
 //! find the bad ones, which are reported and left out; so good data costs one pass and bad data
-//! never stops a read unless the caller wants it to.
+//! never stops a read unless the caller wants it to. Avro (module [`avro`]) is decoded by
+//! `arrow-avro` in the same way: a batch at once, one message at a time only to find bad ones.
+
+pub mod avro;
+pub mod registry;
 
 use std::sync::Arc;
 
@@ -21,6 +25,8 @@ pub enum Format {
     Json,
     /// One CSV record per message, columns in declared order, no header.
     Csv,
+    /// One Avro record per message: schema-registry framed, or bare with an inline schema.
+    Avro,
 }
 
 impl Format {
@@ -29,10 +35,11 @@ impl Format {
         match value.to_ascii_lowercase().as_str() {
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
+            "avro" => Ok(Format::Avro),
             _ => Err(ConnectorError::InvalidOption {
                 option: "format".to_string(),
                 value: value.to_string(),
-                reason: "supported formats are 'json' and 'csv' (Avro with a schema registry is planned)".to_string(),
+                reason: "supported formats are 'json', 'csv' and 'avro'".to_string(),
             }),
         }
     }
@@ -40,7 +47,63 @@ impl Format {
 
 /// Decodes message payloads into batches of a fixed schema.
 #[derive(Debug, Clone)]
-pub struct PayloadDecoder {
+pub struct PayloadDecoder(Kind);
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Text(TextDecoder),
+    Avro(avro::AvroDecoder),
+}
+
+impl PayloadDecoder {
+    /// A JSON or CSV decoder producing `schema` (the payload columns, in order); Avro needs
+    /// its schemas, see [`PayloadDecoder::avro`].
+    pub fn new(format: Format, schema: SchemaRef) -> Result<Self, ConnectorError> {
+        if format == Format::Avro {
+            return Err(ConnectorError::Schema(
+                "an Avro decoder needs a schema registry or an inline schema".to_string(),
+            ));
+        }
+        Ok(Self(Kind::Text(TextDecoder::new(format, schema))))
+    }
+
+    /// An Avro decoder.
+    pub fn avro(decoder: avro::AvroDecoder) -> Self {
+        Self(Kind::Avro(decoder))
+    }
+
+    /// The same decoder for other columns (a projection of the payload columns).
+    pub fn project(&self, schema: SchemaRef) -> Result<Self, ConnectorError> {
+        Ok(match &self.0 {
+            Kind::Text(text) => Self(Kind::Text(TextDecoder::new(text.format, schema))),
+            Kind::Avro(avro) => Self(Kind::Avro(avro.with_columns(schema)?)),
+        })
+    }
+
+    /// The schema of decoded batches.
+    pub fn schema(&self) -> SchemaRef {
+        match &self.0 {
+            Kind::Text(text) => text.target_schema.clone(),
+            Kind::Avro(avro) => avro.schema(),
+        }
+    }
+
+    /// Decodes `messages`; returns the rows of the good ones, in order, and for each malformed
+    /// one its index and the reason.
+    pub fn decode(
+        &self,
+        messages: &[&[u8]],
+    ) -> Result<(RecordBatch, Vec<(usize, String)>), ConnectorError> {
+        match &self.0 {
+            Kind::Text(text) => Ok(text.decode(messages)?),
+            Kind::Avro(avro) => avro.decode(messages),
+        }
+    }
+}
+
+/// The JSON and CSV decoder.
+#[derive(Debug, Clone)]
+struct TextDecoder {
     format: Format,
     /// What the Arrow decoders produce: timestamps as milliseconds, so that epoch numbers are
     /// read as milliseconds while RFC 3339 strings still parse.
@@ -58,9 +121,8 @@ fn decode_type(data_type: &DataType) -> DataType {
     }
 }
 
-impl PayloadDecoder {
-    /// A decoder producing `schema` (the payload columns, in order).
-    pub fn new(format: Format, schema: SchemaRef) -> Self {
+impl TextDecoder {
+    fn new(format: Format, schema: SchemaRef) -> Self {
         let fields: Vec<Field> = schema
             .fields()
             .iter()
@@ -73,14 +135,7 @@ impl PayloadDecoder {
         }
     }
 
-    /// The schema of decoded batches.
-    pub fn schema(&self) -> SchemaRef {
-        self.target_schema.clone()
-    }
-
-    /// Decodes `messages`; returns the rows of the good ones, in order, and for each malformed
-    /// one its index and the reason.
-    pub fn decode(
+    fn decode(
         &self,
         messages: &[&[u8]],
     ) -> Result<(RecordBatch, Vec<(usize, String)>), ArrowError> {
@@ -121,7 +176,7 @@ impl PayloadDecoder {
         }
         let rows = messages.len().max(1);
         match self.format {
-            Format::Json => {
+            Format::Json | Format::Avro => {
                 let mut decoder = arrow::json::ReaderBuilder::new(self.decode_schema.clone())
                     .with_batch_size(rows + 1)
                     .build_decoder()?;
@@ -198,7 +253,7 @@ mod tests {
 
     #[test]
     fn json_timestamps_may_be_rfc3339_or_epoch_millis_in_one_batch() {
-        let decoder = PayloadDecoder::new(Format::Json, schema());
+        let decoder = PayloadDecoder::new(Format::Json, schema()).unwrap();
         let messages: Vec<&[u8]> = vec![
             br#"{"id": 1, "ts": "2026-11-01T10:00:00Z"}"#,
             br#"{"id": 2, "ts": 1793527200000}"#,
@@ -216,7 +271,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_left_out_and_reported() {
-        let decoder = PayloadDecoder::new(Format::Json, schema());
+        let decoder = PayloadDecoder::new(Format::Json, schema()).unwrap();
         let messages: Vec<&[u8]> = vec![
             br#"{"id": 1}"#,
             b"{not json",
@@ -237,7 +292,7 @@ mod tests {
 
     #[test]
     fn csv_messages_decode_in_declared_order() {
-        let decoder = PayloadDecoder::new(Format::Csv, schema());
+        let decoder = PayloadDecoder::new(Format::Csv, schema()).unwrap();
         let messages: Vec<&[u8]> = vec![b"7,2026-11-01T10:00:00Z", b"8,"];
         let (batch, malformed) = decoder.decode(&messages).unwrap();
         assert!(malformed.is_empty(), "{malformed:?}");
@@ -248,6 +303,6 @@ mod tests {
     #[test]
     fn unknown_format_names_the_supported_ones() {
         let err = Format::parse("protobuf").unwrap_err().to_string();
-        assert!(err.contains("protobuf") && err.contains("json"), "{err}");
+        assert!(err.contains("protobuf") && err.contains("avro"), "{err}");
     }
 }

@@ -4,9 +4,11 @@
 //! snapshot is taken. Each partition is read by a blocking consumer thread that decodes
 //! messages in batches (vectorised JSON/CSV) and hands them over a bounded channel.
 //!
-//! Options: `bootstrap_servers`, `topic`, `format` (json | csv), `start_offset`
+//! Options: `bootstrap_servers`, `topic`, `format` (json | csv | avro), `start_offset`
 //! (earliest | latest | group), `group_id`, `on_error` (skip | fail), `timeout_ms`, and any
-//! librdkafka property as `kafka.<name>`. Declared columns named `_partition`, `_offset`,
+//! librdkafka property as `kafka.<name>`. Avro: `schema_registry_url` (with
+//! `schema_registry.username`, `schema_registry.password`, `schema_registry.subject`) for
+//! schema-registry framed messages, or `avro.schema` (the writer schema's JSON) for bare ones. Declared columns named `_partition`, `_offset`,
 //! `_timestamp` and `_key` are filled from the message metadata instead of the payload.
 
 pub mod embedded;
@@ -19,11 +21,14 @@ use std::time::Duration;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::formats::avro::{AvroConfig, AvroDecoder, Framing};
+use crate::formats::registry::SchemaRegistry;
 use crate::formats::{Format, PayloadDecoder};
 use crate::source::{
     ConnectorError, Options, Source, SourceConfig, SourceConnector, SourceCounters, Split,
@@ -154,16 +159,15 @@ impl SourceConnector for KafkaConnector {
         config: SourceConfig,
         validate: bool,
     ) -> Result<Arc<dyn Source>, ConnectorError> {
-        let schema = config.schema.clone().ok_or_else(|| {
-            ConnectorError::Schema(
-                "a Kafka source needs its columns: CREATE SOURCE name (column TYPE, …) WITH (…)"
-                    .to_string(),
-            )
-        })?;
         let mut options = Options::new("kafka", &config.options);
         let brokers = options.required("bootstrap_servers")?.to_string();
         let topic = options.required("topic")?.to_string();
         let format = Format::parse(options.get("format").unwrap_or("json"))?;
+        let avro = if format == Format::Avro {
+            Some(avro_options(&mut options, &topic, &config.state, validate).await?)
+        } else {
+            None
+        };
         let start = parse_start(options.get("start_offset").unwrap_or("earliest"))?;
         let group_id = options.get("group_id").map(str::to_string);
         let fail_on_error = match options
@@ -198,7 +202,26 @@ impl SourceConnector for KafkaConnector {
         } else if let Some(group) = &group_id {
             client.insert("group.id".to_string(), group.clone());
         }
-        let payload = payload_schema(&schema)?;
+        let (schema, decoder, avro_reference) = match avro {
+            None => {
+                let schema = config.schema.clone().ok_or_else(|| {
+                    ConnectorError::Schema(
+                        "a Kafka source needs its columns: CREATE SOURCE name (column TYPE, …) WITH (…)"
+                            .to_string(),
+                    )
+                })?;
+                let decoder = PayloadDecoder::new(format, payload_schema(&schema)?)?;
+                (schema, decoder, None)
+            }
+            Some(avro) => {
+                let reference = avro.reference.clone();
+                let declared = config.schema.as_ref().map(payload_schema).transpose()?;
+                let decoder = AvroDecoder::new(avro, declared)?;
+                // Without declared columns, the columns are the Avro record's fields.
+                let schema = config.schema.clone().unwrap_or_else(|| decoder.schema());
+                (schema, PayloadDecoder::avro(decoder), Some(reference))
+            }
+        };
         let settings = Settings {
             name: config.name.clone(),
             topic,
@@ -221,13 +244,80 @@ impl SourceConnector for KafkaConnector {
         Ok(Arc::new(KafkaSource {
             settings,
             schema,
-            decoder: PayloadDecoder::new(format, payload),
-            format,
+            decoder,
+            avro_reference,
             start_offsets,
             counters: Arc::new(SourceCounters::default()),
             pool: ConsumerPool::default(),
         }))
     }
+}
+
+/// The Avro options: where the writer schemas and the reference (reader) schema come from.
+/// The reference is kept in the source's state, so a restart reads the topic with the same
+/// reader schema even if the subject evolved meanwhile or the registry is down.
+async fn avro_options(
+    options: &mut Options<'_>,
+    topic: &str,
+    state: &BTreeMap<String, String>,
+    validate: bool,
+) -> Result<AvroConfig, ConnectorError> {
+    let url = options.get("schema_registry_url");
+    let username = options.get("schema_registry.username").map(str::to_string);
+    let password = options.get("schema_registry.password").map(str::to_string);
+    let subject = options.get("schema_registry.subject");
+    let inline = options.get("avro.schema");
+    let Some(url) = url else {
+        for (given, option) in [
+            (username.is_some(), "schema_registry.username"),
+            (password.is_some(), "schema_registry.password"),
+            (subject.is_some(), "schema_registry.subject"),
+        ] {
+            if given {
+                return Err(ConnectorError::MissingOption {
+                    option: "schema_registry_url".to_string(),
+                    connector: format!("kafka ({option} is set)"),
+                });
+            }
+        }
+        let reference = inline.ok_or_else(|| ConnectorError::MissingOption {
+            option: "schema_registry_url' or 'avro.schema".to_string(),
+            connector: "kafka (format = 'avro')".to_string(),
+        })?;
+        return Ok(AvroConfig {
+            framing: Framing::Raw,
+            registry: None,
+            reference: reference.to_string(),
+            known_writers: Vec::new(),
+        });
+    };
+    let registry = SchemaRegistry::new(url, username, password)?;
+    let reference = match (inline, state.get("avro_reader_schema")) {
+        // An inline schema with a registry is the reader schema the writers resolve to.
+        (Some(inline), _) => inline.to_string(),
+        (None, Some(kept)) if !validate => kept.clone(),
+        (None, _) => {
+            let subject = subject
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{topic}-value"));
+            registry
+                .latest(&subject)
+                .await?
+                .ok_or_else(|| ConnectorError::SchemaRegistry {
+                    url: registry.url().to_string(),
+                    message: format!(
+                        "subject '{subject}' has no schema; register one, name another subject with schema_registry.subject, or give the reader schema as avro.schema"
+                    ),
+                })?
+                .schema
+        }
+    };
+    Ok(AvroConfig {
+        framing: Framing::Confluent,
+        registry: Some(registry),
+        reference,
+        known_writers: Vec::new(),
+    })
 }
 
 /// The payload columns: the declared ones that are not metadata columns.
@@ -290,7 +380,8 @@ pub struct KafkaSource {
     settings: Settings,
     schema: SchemaRef,
     decoder: PayloadDecoder,
-    format: Format,
+    /// The Avro reference schema, kept in the state.
+    avro_reference: Option<String>,
     start_offsets: BTreeMap<i32, i64>,
     counters: Arc<SourceCounters>,
     pool: ConsumerPool,
@@ -366,9 +457,9 @@ impl KafkaSource {
     /// A decoder for the projected payload columns only, so unread columns cost nothing. With
     /// no payload column projected (`count(*)`, metadata only) every column is decoded, so a
     /// malformed message is skipped whatever the query reads.
-    fn decoder_for(&self, projection: Option<&[usize]>) -> PayloadDecoder {
+    fn decoder_for(&self, projection: Option<&[usize]>) -> Result<PayloadDecoder, ConnectorError> {
         let Some(projection) = projection else {
-            return self.decoder.clone();
+            return Ok(self.decoder.clone());
         };
         let fields: Vec<_> = projection
             .iter()
@@ -377,9 +468,9 @@ impl KafkaSource {
             .cloned()
             .collect();
         if fields.is_empty() {
-            self.decoder.clone()
+            Ok(self.decoder.clone())
         } else {
-            PayloadDecoder::new(self.format, Arc::new(Schema::new(fields)))
+            self.decoder.project(Arc::new(Schema::new(fields)))
         }
     }
 }
@@ -398,10 +489,14 @@ impl Source for KafkaSource {
     }
 
     fn state(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(
+        let mut state = BTreeMap::from([(
             "start_offsets".to_string(),
             encode_offsets(&self.start_offsets),
-        )])
+        )]);
+        if let Some(reference) = &self.avro_reference {
+            state.insert("avro_reader_schema".to_string(), reference.clone());
+        }
+        state
     }
 
     async fn snapshot(&self) -> Result<Vec<Split>, ConnectorError> {
@@ -418,10 +513,14 @@ impl Source for KafkaSource {
         projection: Option<Vec<usize>>,
         batch_rows: usize,
     ) -> BoxStream<'static, Result<arrow::array::RecordBatch, ConnectorError>> {
+        let decoder = match self.decoder_for(projection.as_deref()) {
+            Ok(decoder) => decoder,
+            Err(err) => return futures::stream::once(async move { Err(err) }).boxed(),
+        };
         reader::read_split(reader::ReadRequest {
             settings: self.settings.clone(),
             schema: self.schema.clone(),
-            decoder: self.decoder_for(projection.as_deref()),
+            decoder,
             counters: self.counters.clone(),
             pool: self.pool.clone(),
             split,
@@ -435,5 +534,7 @@ impl Source for KafkaSource {
     }
 }
 
+#[cfg(test)]
+mod avro_tests;
 #[cfg(test)]
 mod tests;
