@@ -2,6 +2,7 @@
 
 mod common;
 mod flight;
+mod http_ingest;
 mod kafka;
 mod models;
 mod pg;

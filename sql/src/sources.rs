@@ -68,6 +68,7 @@ impl From<ConnectorError> for EngineError {
             ConnectorError::BrokerUnreachable { .. }
             | ConnectorError::Kafka { .. }
             | ConnectorError::Sink { .. }
+            | ConnectorError::Storage { .. }
             | ConnectorError::Arrow(_) => ErrorKind::Io,
         };
         EngineError::new(kind, err.to_string())
