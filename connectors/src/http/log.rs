@@ -559,8 +559,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(group);
+            // Before the commit, so space retention frees is there for this group.
             self.enforce_retention();
+            self.commit(group);
         }
     }
 
