@@ -258,7 +258,12 @@ async fn refusals(
     let answer = post(http, at, "clicks", None, "{\"id\": 1,").await.unwrap();
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
 
-    // Over max_body_bytes (64 KiB), with a Content-Length and chunked.
+    // Over max_body_bytes (64 KiB), with a Content-Length and chunked. The server answers
+    // before reading the rest and closes the connection, so these use unpooled connections.
+    let unpooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let big = format!(
         "[{}]",
         (0..2000)
@@ -267,9 +272,15 @@ async fn refusals(
             .join(",")
     );
     assert!(big.len() > 65536);
-    let answer = post(http, at, "clicks", Some("application/json"), big.clone())
-        .await
-        .unwrap();
+    let answer = post(
+        &unpooled,
+        at,
+        "clicks",
+        Some("application/json"),
+        big.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.json["code"], "body_too_large");
     let chunks: Vec<Result<String, std::io::Error>> = big
@@ -278,7 +289,7 @@ async fn refusals(
         .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
         .collect();
     let streamed = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let answer = post(http, at, "clicks", Some("application/json"), streamed)
+    let answer = post(&unpooled, at, "clicks", Some("application/json"), streamed)
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
