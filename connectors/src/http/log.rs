@@ -526,6 +526,9 @@ fn scan_segment(path: &Path, base: i64, last: bool) -> io::Result<Segment> {
     })
 }
 
+/// A request written in the current group: where to answer, and its first offset.
+type Written = (oneshot::Sender<Result<i64, IngestError>>, i64);
+
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
@@ -586,47 +589,13 @@ impl Writer {
             (closed, retry_after(&published, self.settings.retention))
         };
         let mut closed_now: Vec<Segment> = Vec::new();
-        let mut accepted: Vec<(oneshot::Sender<Result<i64, IngestError>>, i64)> = Vec::new();
-        let mut buffer: Vec<u8> = Vec::new();
-        let result = (|| -> io::Result<()> {
-            for request in group {
-                let frame_bytes = (HEADER_BYTES + request.payload.len()) as u64;
-                let closed: u64 = closed_bytes + closed_now.iter().map(|s| s.bytes).sum::<u64>();
-                let active_bytes = self.active.bytes + buffer.len() as u64;
-                if closed + active_bytes + frame_bytes > self.settings.max_log_bytes {
-                    let _ = request.reply.send(Err(IngestError::LogFull {
-                        max_log_bytes: self.settings.max_log_bytes,
-                        retry_after_s,
-                    }));
-                    continue;
-                }
-                if active_bytes > 0 && active_bytes + frame_bytes > self.settings.segment_bytes {
-                    self.write_buffer(&mut buffer)?;
-                    self.sync()?;
-                    closed_now.push(self.roll()?);
-                }
-                let first = self.active.end;
-                let position = self.active.bytes + buffer.len() as u64;
-                let last_indexed = self.active.index.last().map(|(_, p)| *p);
-                if last_indexed.is_none_or(|p| position - p >= INDEX_INTERVAL_BYTES) {
-                    self.active.index.push((first, position));
-                }
-                Header {
-                    length: request.payload.len() as u32,
-                    first,
-                    count: request.count,
-                    crc: request.crc,
-                }
-                .write(&mut buffer);
-                buffer.extend_from_slice(&request.payload);
-                self.active.end += i64::from(request.count);
-                accepted.push((request.reply, first));
-            }
-            self.write_buffer(&mut buffer)?;
-            // The durability point: nothing is acknowledged before this returns.
-            self.sync()?;
-            Ok(())
-        })();
+        let mut accepted: Vec<Written> = Vec::new();
+        let result = self.write_group(
+            group,
+            (closed_bytes, retry_after_s),
+            &mut closed_now,
+            &mut accepted,
+        );
         if let Err(err) = result {
             self.fail(err, accepted);
             return;
@@ -656,6 +625,54 @@ impl Writer {
         for (reply, first) in accepted {
             let _ = reply.send(Ok(first));
         }
+    }
+
+    /// Writes the frames of `group` (refusing those that do not fit the log) and syncs them;
+    /// `closed` is the bytes in closed segments and the Retry-After for a full log.
+    fn write_group(
+        &mut self,
+        group: Vec<Append>,
+        (closed_bytes, retry_after_s): (u64, u64),
+        closed_now: &mut Vec<Segment>,
+        accepted: &mut Vec<Written>,
+    ) -> io::Result<()> {
+        let mut buffer: Vec<u8> = Vec::new();
+        for request in group {
+            let frame_bytes = (HEADER_BYTES + request.payload.len()) as u64;
+            let closed: u64 = closed_bytes + closed_now.iter().map(|s| s.bytes).sum::<u64>();
+            let active_bytes = self.active.bytes + buffer.len() as u64;
+            if closed + active_bytes + frame_bytes > self.settings.max_log_bytes {
+                let _ = request.reply.send(Err(IngestError::LogFull {
+                    max_log_bytes: self.settings.max_log_bytes,
+                    retry_after_s,
+                }));
+                continue;
+            }
+            if active_bytes > 0 && active_bytes + frame_bytes > self.settings.segment_bytes {
+                self.write_buffer(&mut buffer)?;
+                self.sync()?;
+                closed_now.push(self.roll()?);
+            }
+            let first = self.active.end;
+            let position = self.active.bytes + buffer.len() as u64;
+            let last_indexed = self.active.index.last().map(|(_, p)| *p);
+            if last_indexed.is_none_or(|p| position - p >= INDEX_INTERVAL_BYTES) {
+                self.active.index.push((first, position));
+            }
+            Header {
+                length: request.payload.len() as u32,
+                first,
+                count: request.count,
+                crc: request.crc,
+            }
+            .write(&mut buffer);
+            buffer.extend_from_slice(&request.payload);
+            self.active.end += i64::from(request.count);
+            accepted.push((request.reply, first));
+        }
+        self.write_buffer(&mut buffer)?;
+        // The durability point: nothing is acknowledged before this returns.
+        self.sync()
     }
 
     /// Makes everything written to the active segment durable.
@@ -705,11 +722,7 @@ impl Writer {
 
     /// After a failed write or sync, what reached the disk is unknown (a failed fsync may
     /// have dropped the pages): no more appends until a restart recovers from the files.
-    fn fail(
-        &mut self,
-        err: io::Error,
-        accepted: Vec<(oneshot::Sender<Result<i64, IngestError>>, i64)>,
-    ) {
+    fn fail(&mut self, err: io::Error, accepted: Vec<Written>) {
         let reason = format!(
             "writing the event log of source {} failed: {err}; restart the server to recover",
             self.shared.name
