@@ -490,7 +490,13 @@ async fn acknowledged_events_survive_sigkill_exactly_once_in_views() {
     let server = TestServer::start(work.path(), &Options::default());
     let sql = server.client().await;
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = {
+        let ledger = ledger.lock().unwrap();
+        Ledger {
+            acknowledged: ledger.acknowledged.clone(),
+            unknown: ledger.unknown.clone(),
+        }
+    };
     let logged: Vec<i64> = sql
         .query("SELECT id FROM clicks", &[])
         .await

@@ -48,11 +48,11 @@ pub async fn post_events(
     };
     let format = match body_format(&headers) {
         Ok(format) => format,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let bytes = match read_body(body, &headers, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match ingest.ingest(bytes, format).await {
         Ok(accepted) => json(
@@ -68,7 +68,7 @@ pub async fn post_events(
 }
 
 /// The body's form, from its `Content-Type`.
-fn body_format(headers: &HeaderMap) -> Result<BodyFormat, Response> {
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, Box<Response>> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyFormat::Json);
     };
@@ -86,14 +86,14 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, Response> {
         | "application/jsonl"
         | "application/x-jsonlines"
         | "application/jsonlines" => Ok(BodyFormat::Ndjson),
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_content_type",
             format!(
                 "Content-Type {text} is not supported: send application/json (an object or an \
                  array of objects) or application/x-ndjson (one object per line)"
             ),
-        )),
+        ))),
     }
 }
 
@@ -106,26 +106,30 @@ fn too_large(max_bytes: usize) -> Response {
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `max_bytes`.
-async fn read_body(body: Body, headers: &HeaderMap, max_bytes: usize) -> Result<Bytes, Response> {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max_bytes: usize,
+) -> Result<Bytes, Box<Response>> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max_bytes as u64) {
-        return Err(too_large(max_bytes));
+        return Err(Box::new(too_large(max_bytes)));
     }
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(max_bytes as u64) as usize);
     let mut frames = body.into_data_stream();
     while let Some(frame) = frames.next().await {
         let chunk = frame.map_err(|e| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "unreadable_body",
                 format!("could not read the body: {e}"),
-            )
+            ))
         })?;
         if buffer.len() + chunk.len() > max_bytes {
-            return Err(too_large(max_bytes));
+            return Err(Box::new(too_large(max_bytes)));
         }
         buffer.extend_from_slice(&chunk);
     }
