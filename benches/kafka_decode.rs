@@ -97,6 +97,7 @@ fn main() {
             schema: Some(schema()),
             options,
             state: BTreeMap::new(),
+            storage_dir: None,
         };
         let source = KafkaConnector.create(config, true).await.expect("source");
         let splits = source.snapshot().await.expect("snapshot");

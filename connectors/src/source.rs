@@ -55,6 +55,13 @@ pub enum ConnectorError {
     SchemaRegistry { url: String, message: String },
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A source could not read or write its own files under the data directory.
+    #[error("source '{source_name}': storage at {path}: {message}")]
+    Storage {
+        source_name: String,
+        path: String,
+        message: String,
+    },
     /// A sink could not write to or commit in its destination (broker, topic, directory).
     #[error("sink '{sink}' ({destination}): {message}")]
     Sink {
@@ -109,6 +116,10 @@ pub struct SourceConfig {
     /// State resolved when the source was first created (start offsets, start time …) and
     /// stored with it, so a restart reads the same data.
     pub state: BTreeMap<String, String>,
+    /// A directory the source may keep its own files in (`<data-dir>/sources/<name>/`),
+    /// created by the source if it needs one; the engine deletes it when the source is
+    /// dropped. The http connector keeps its event log there.
+    pub storage_dir: Option<std::path::PathBuf>,
 }
 
 /// A source that can be read.
@@ -147,6 +158,12 @@ pub trait Source: Debug + Send + Sync {
 
     /// The source's counters.
     fn counters(&self) -> Arc<SourceCounters>;
+
+    /// Sources that take events pushed to them (the `http` connector) return themselves
+    /// here; every other source is read-only and keeps the default, `None`.
+    fn ingest(&self) -> Option<&dyn crate::http::Ingest> {
+        None
+    }
 }
 
 /// Creates sources of one kind.
@@ -171,6 +188,7 @@ pub fn registry() -> Vec<Arc<dyn SourceConnector>> {
         Arc::new(crate::kafka::KafkaConnector),
         Arc::new(crate::generators::DatagenConnector),
         Arc::new(crate::generators::NexmarkConnector),
+        Arc::new(crate::http::HttpConnector),
     ]
 }
 

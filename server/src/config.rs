@@ -87,6 +87,28 @@ struct FileConfig {
     authentication_timeout: Option<String>,
     #[serde(default)]
     auth: AuthConfig,
+    #[serde(default)]
+    http: HttpConfig,
+}
+
+/// `[http]` in the config file: the HTTP API's limits and CORS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Request bodies larger than this are refused with 413 (event ingest).
+    pub max_body_bytes: usize,
+    /// Origins (`https://shop.example`) whose pages may call the HTTP API from scripts;
+    /// `"*"` allows any. Empty: no CORS headers, so browsers refuse cross-origin calls.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 << 20,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
 }
 
 /// `[auth]` in the config file.
@@ -133,6 +155,8 @@ pub struct Config {
     /// Defaults of continuous queries.
     pub streams: StreamDefaults,
     pub auth: AuthConfig,
+    /// The HTTP API's limits and CORS.
+    pub http: HttpConfig,
     /// Where the server was started; relative paths in SQL resolve here.
     pub base_dir: PathBuf,
 }
@@ -239,6 +263,7 @@ impl Config {
                 args.idle_timeout.clone().or(file.idle_timeout),
             )?,
             auth: file.auth,
+            http: file.http,
             base_dir,
         };
         config.validate()?;
@@ -261,6 +286,14 @@ impl Config {
         }
         if self.authentication_timeout.is_zero() {
             bail!("authentication_timeout must be more than 0");
+        }
+        if self.http.max_body_bytes == 0 {
+            bail!("[http] max_body_bytes must be at least 1");
+        }
+        for origin in &self.http.cors_allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                bail!("[http] cors_allowed_origins: '{origin}' is not an origin such as https://shop.example (or \"*\")");
+            }
         }
         for user in &self.auth.users {
             if user.name.is_empty() || user.password.is_empty() {

@@ -83,7 +83,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         flight,
         config.max_connections,
     ));
-    let router = crate::http::router(metrics.clone());
+    let router = crate::http::router(metrics.clone(), engine.clone(), config.http.clone());
     tasks.spawn(async move {
         if let Err(err) = axum::serve(http_listener, router).await {
             tracing::error!(error = %err, "http server stopped");

@@ -4,6 +4,7 @@ mod avro;
 mod common;
 mod flight;
 mod hostile;
+mod http_ingest;
 mod kafka;
 mod models;
 mod pg;

@@ -1008,6 +1008,17 @@ impl Engine {
         self.source_map().get(key).cloned()
     }
 
+    /// The source a client names as SQL would (`clicks`, `public.clicks`, `"Clicks"`), for
+    /// frontends that address sources by name (HTTP event ingest).
+    pub fn find_source(&self, name: &str) -> Option<SourceHandle> {
+        self.source(&table_key(&TableReference::from(name)))
+    }
+
+    /// Where the source `key` may keep its own files.
+    fn source_storage_dir(&self, key: &str) -> PathBuf {
+        self.data_dir().join("sources").join(key)
+    }
+
     async fn create_source(
         &self,
         session: &Session,
@@ -1089,7 +1100,7 @@ impl Engine {
         let connector_name = options.remove("connector").ok_or_else(|| {
             EngineError::new(
                 ErrorKind::InvalidParameterValue,
-                "CREATE SOURCE needs WITH (connector = 'kafka' | 'datagen' | 'nexmark', …)",
+                "CREATE SOURCE needs WITH (connector = 'kafka' | 'http' | 'datagen' | 'nexmark', …)",
             )
         })?;
         if let Some(path) = options.remove("avro.schema_file") {
@@ -1106,6 +1117,7 @@ impl Engine {
             schema,
             options,
             state,
+            storage_dir: Some(self.source_storage_dir(key)),
         };
         let source = connector.create(config, validate).await?;
         if let Some(watermark) = &create.watermark {
@@ -1168,6 +1180,16 @@ impl Engine {
         session.context().deregister_table(key_reference(&key))?;
         self.source_map().remove(&key);
         catalog.remove(&key)?;
+        // After the catalog forgot the source: a crash in between leaves only files that the
+        // next CREATE SOURCE of that name clears.
+        let storage = self.source_storage_dir(&key);
+        match std::fs::remove_dir_all(&storage) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %storage.display(), error = %e, "could not delete a dropped source's files")
+            }
+        }
         Ok(Output::command("DROP SOURCE"))
     }
 

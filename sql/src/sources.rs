@@ -69,6 +69,7 @@ impl From<ConnectorError> for EngineError {
             | ConnectorError::Kafka { .. }
             | ConnectorError::SchemaRegistry { .. }
             | ConnectorError::Sink { .. }
+            | ConnectorError::Storage { .. }
             | ConnectorError::Arrow(_) => ErrorKind::Io,
         };
         EngineError::new(kind, err.to_string())

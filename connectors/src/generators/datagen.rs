@@ -321,6 +321,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             state: BTreeMap::new(),
+            storage_dir: None,
         }
     }
 

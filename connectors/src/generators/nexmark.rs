@@ -465,6 +465,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
             state: BTreeMap::new(),
+            storage_dir: None,
         };
         let source = NexmarkConnector.create(config, true).await.unwrap();
         let mut batches = Vec::new();

@@ -50,6 +50,7 @@ fn config(brokers: &str, topic: &str, extra: &[(&str, &str)]) -> SourceConfig {
         ]))),
         options,
         state: BTreeMap::new(),
+        storage_dir: None,
     }
 }
 
