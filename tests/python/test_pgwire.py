@@ -40,8 +40,9 @@ def test_clients_over_max_connections_get_too_many_clients(start_server):
     try:
         with pytest.raises(psycopg.OperationalError) as refused:
             psycopg.connect(server.pg_dsn(), autocommit=True)
-        assert "sorry, too many clients already" in str(refused.value)
-        assert refused.value.sqlstate == "53300"
+        # libpq reports a start-up failure as text only (psycopg has no sqlstate for it);
+        # the SQLSTATE 53300 itself is checked with tokio-postgres in server/tests/hostile.rs.
+        assert "FATAL:  sorry, too many clients already" in str(refused.value)
         # The admitted connections are undisturbed.
         assert held[0].execute("SELECT 1").fetchone() == (1,)
     finally:
