@@ -167,6 +167,7 @@ fn config(
         schema: schema.map(Arc::new),
         options,
         state: BTreeMap::new(),
+        storage_dir: None,
     }
 }
 
