@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{Options, TestServer};
+use crate::common::{error_message, sqlstate, Options, TestServer};
 
 fn start_with(args: &[&str]) -> (tempfile::TempDir, TestServer) {
     let work = tempfile::tempdir().unwrap();
@@ -21,18 +21,6 @@ fn start_with(args: &[&str]) -> (tempfile::TempDir, TestServer) {
     };
     let server = TestServer::start(work.path(), &options);
     (work, server)
-}
-
-fn error_message(err: &tokio_postgres::Error) -> String {
-    err.as_db_error()
-        .map(|e| e.message().to_string())
-        .unwrap_or_else(|| err.to_string())
-}
-
-fn sqlstate(err: &tokio_postgres::Error) -> String {
-    err.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
 }
 
 /// The server is alive, answers a query on a new connection, and logged no panic.

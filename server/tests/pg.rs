@@ -6,25 +6,13 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
-use crate::common::{copy_fixtures, Options, TestServer};
+use crate::common::{copy_fixtures, error_message, sqlstate, Options, TestServer};
 
 fn start() -> (tempfile::TempDir, TestServer) {
     let work = tempfile::tempdir().unwrap();
     copy_fixtures(work.path());
     let server = TestServer::start(work.path(), &Options::default());
     (work, server)
-}
-
-fn message(err: &tokio_postgres::Error) -> String {
-    err.as_db_error()
-        .map(|e| e.message().to_string())
-        .unwrap_or_else(|| err.to_string())
-}
-
-fn sqlstate(err: &tokio_postgres::Error) -> String {
-    err.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +87,7 @@ async fn extended_protocol_binds_parameters_and_returns_binary_values() {
         .execute("INSERT INTO typed (i4) VALUES ($1)", &[&7i32])
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23502", "{}", message(&err));
+    assert_eq!(sqlstate(&err), "23502", "{}", error_message(&err));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +190,7 @@ async fn a_running_query_can_be_cancelled_and_timed_out() {
         .unwrap();
     let err = client.batch_execute(long).await.unwrap_err();
     assert_eq!(sqlstate(&err), "57014", "{err}");
-    assert!(message(&err).contains("statement timeout"), "{err}");
+    assert!(error_message(&err).contains("statement timeout"), "{err}");
     client
         .batch_execute("SET statement_timeout = 0")
         .await
@@ -256,7 +244,7 @@ async fn scram_authentication_accepts_the_right_password_only() {
             err.code(),
             Some(&SqlState::INVALID_PASSWORD),
             "{user}/{password}: {}",
-            message(&err)
+            error_message(&err)
         );
     }
 }
@@ -299,7 +287,11 @@ async fn tables_survive_restart_and_a_vanished_file_is_reported_on_query() {
 
     let err = client.query("SELECT * FROM gone", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "58P01", "{err}");
-    assert!(message(&err).contains("gone"), "{}", message(&err));
+    assert!(
+        error_message(&err).contains("gone"),
+        "{}",
+        error_message(&err)
+    );
     // It still describes its columns, and SHOW TABLES says what is wrong.
     let columns = client
         .query(

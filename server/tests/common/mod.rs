@@ -229,3 +229,17 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The message of a database error (tokio-postgres shows only "db error").
+pub fn error_message(err: &tokio_postgres::Error) -> String {
+    err.as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| err.to_string())
+}
+
+/// The SQLSTATE of an error, or a text saying there was none.
+pub fn sqlstate(err: &tokio_postgres::Error) -> String {
+    err.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
+}
