@@ -374,11 +374,6 @@ impl Engine {
         parser::split_statements(sql)
     }
 
-    /// The limits every statement is checked against.
-    pub fn statement_limits(&self) -> StatementLimits {
-        self.inner.config.limits
-    }
-
     /// Parses and plans one statement without running it.
     pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
         let limits = &self.inner.config.limits;

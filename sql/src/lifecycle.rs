@@ -69,11 +69,6 @@ impl StatementGuard {
         }
     }
 
-    /// The statement's deadline, if `statement_timeout` set one.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
     /// Completes when the statement must stop, with the reason.
     pub async fn stopped(&mut self) -> EngineError {
         let cancel = async {
