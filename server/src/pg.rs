@@ -18,7 +18,8 @@ use freshet_sql::datafusion::arrow::datatypes::{DataType, Field};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
 use freshet_sql::lifecycle::{Canceller, StatementGuard};
 use freshet_sql::{
-    pg_types, Engine, EngineError, ErrorKind, Output, Prepared, Session, TransactionKind,
+    compat, pg_types, Engine, EngineError, ErrorKind, Output, Prepared, RawStatement, Session,
+    TransactionKind,
 };
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
@@ -559,16 +560,13 @@ impl SimpleQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let connection = connection(&self.frontend, client);
-        let statements = self
-            .frontend
-            .engine
-            .split_statements(query)
-            .map_err(pg_error)?;
+        let statements = self.frontend.engine.split(query).map_err(pg_error)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut responses = Vec::with_capacity(statements.len());
-        for sql in statements {
+        for raw in statements {
+            let sql = raw.text.clone();
             tracing::debug!(%sql, "simple query");
             let result = async {
                 if let Some((query, copy_format)) = parse_copy_to_stdout(&sql)? {
@@ -581,7 +579,7 @@ impl SimpleQueryHandler for QueryHandler {
                 let mut guard =
                     StatementGuard::new(&connection.session, Some(&connection.canceller));
                 let prepared = guard
-                    .prepare(&self.frontend.engine, &connection.session, &sql)
+                    .prepare_statement(&self.frontend.engine, &connection.session, raw, None)
                     .await?;
                 self.run(
                     client,
@@ -628,34 +626,37 @@ impl QueryParser for StatementParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let connection = connection(&self.frontend, client);
-        let statements = self
-            .frontend
-            .engine
-            .split_statements(sql)
-            .map_err(pg_error)?;
+        let mut statements = self.frontend.engine.split(sql).map_err(pg_error)?;
         if statements.len() > 1 {
             return Err(pg_error(EngineError::syntax(
                 "cannot insert multiple commands into a prepared statement",
             )));
         }
-        let mut text = statements.into_iter().next().unwrap_or_default();
-        if let Some(replacement) = client_query_replacement(&text) {
-            tracing::debug!(sql = %text, "known client query answered by its replacement");
-            text = replacement.to_string();
-        }
+        let raw = statements.pop().unwrap_or_else(|| RawStatement {
+            text: sql.trim().to_string(),
+            span: 0..sql.len(),
+            tokens: Vec::new(),
+        });
         let declared: Vec<Option<DataType>> = types
             .iter()
             .map(|t| t.as_ref().and_then(pg_types::arrow_type))
             .collect();
         let prepared = StatementGuard::new(&connection.session, Some(&connection.canceller))
-            .prepare_with_types(&self.frontend.engine, &connection.session, &text, &declared)
+            .prepare_statement(
+                &self.frontend.engine,
+                &connection.session,
+                raw,
+                Some(declared),
+            )
             .await
             .map_err(pg_error)?;
         Ok(Some(prepared))
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        if statement.sql() == ASYNCPG_TYPE_INTROSPECTION {
+        // The replacement of asyncpg's introspection reads its parameter as oid[], which the
+        // planner infers as a list of integers.
+        if statement.rule_applied(compat::ASYNCPG_TYPE_INTROSPECTION) {
             return Ok(vec![Type::OID_ARRAY]);
         }
         statement
@@ -682,51 +683,6 @@ impl QueryParser for StatementParser {
             None => Ok(Vec::new()),
         }
     }
-}
-
-/// asyncpg's type introspection (`INTRO_LOOKUP_TYPES_13`, sent for types it has no built-in
-/// codec for, arrays among them), answered without its recursive CTE and correlated scalar
-/// subqueries, which the planner cannot run. Freshet has no domains, ranges or composite
-/// types, so the rows asyncpg needs are the requested types and the elements of array types.
-/// Every column and the parameter must have types asyncpg decodes without introspection (or
-/// it would introspect again): `attrtypoids` (always NULL here) is `text[]`, and the
-/// parameter is announced as `oid[]` (see [`StatementParser::get_parameter_types`]).
-const ASYNCPG_TYPE_INTROSPECTION: &str = "\
-SELECT t.oid AS oid, ns.nspname AS ns, t.typname AS name, t.typtype AS kind,
-       CAST(NULL AS INT) AS basetype, e.oid AS elemtype, e.typdelim AS elemdelim,
-       CAST(NULL AS INT) AS range_subtype, CAST(NULL AS TEXT[]) AS attrtypoids,
-       CAST(NULL AS TEXT[]) AS attrnames, 0 AS depth, CAST(NULL AS TEXT) AS basetype_name,
-       e.typname AS elemtype_name, CAST(NULL AS TEXT) AS range_subtype_name
-FROM pg_catalog.pg_type t
-JOIN pg_catalog.pg_namespace ns ON ns.oid = t.typnamespace
-LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typelem <> 0
-WHERE t.oid = any($1::oid[])
-UNION ALL
-SELECT e.oid, ns.nspname, e.typname, e.typtype, NULL, NULL, NULL, NULL, NULL, NULL, 1, NULL,
-       NULL, NULL
-FROM pg_catalog.pg_type t
-JOIN pg_catalog.pg_type e ON e.oid = t.typelem
-JOIN pg_catalog.pg_namespace ns ON ns.oid = e.typnamespace
-WHERE t.oid = any($1::oid[]) AND t.typelem <> 0
-ORDER BY depth DESC";
-
-/// A query a driver sends that the planner cannot run as written, with what Freshet runs in
-/// its place; `None` for every other query.
-fn client_query_replacement(sql: &str) -> Option<&'static str> {
-    // Cheap test first: this runs for every statement.
-    if !sql.contains("typeinfo_tree") && !sql.contains("set_config") {
-        return None;
-    }
-    let words: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if words.contains("WITH RECURSIVE typeinfo_tree(") && words.contains("ti.oid = any($1::oid[])")
-    {
-        return Some(ASYNCPG_TYPE_INTROSPECTION);
-    }
-    // asyncpg turns JIT off around its introspection; Freshet's `jit` setting is always off.
-    if words == "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new" {
-        return Some("SELECT 'off' AS cur, 'off' AS new");
-    }
-    None
 }
 
 /// JSON parameters are text to the engine: a copy of the portal with `json`/`jsonb` declared

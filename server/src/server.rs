@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use freshet_sql::{split_statements, Engine, EngineConfig, Output};
+use freshet_sql::{Engine, EngineConfig, Output};
 use futures::{FutureExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -195,8 +195,9 @@ async fn run_init_sql(engine: &Engine, path: &std::path::Path) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read init SQL file {}", path.display()))?;
     let session = engine.new_session("freshet");
-    let statements =
-        split_statements(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let statements = engine
+        .split_statements(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for sql in &statements {
         let output = engine
             .execute(&session, sql)

@@ -16,11 +16,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::SessionConfig;
-use datafusion::sql::parser::{
-    CopyToStatement, CreateExternalTable, DFParserBuilder, Statement as DfStatement,
-};
-use datafusion::sql::sqlparser::ast::Value;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::parser::{CopyToStatement, CreateExternalTable, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{self, Value};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use freshet_connectors::files::{
     build_object_store, resolve_location, split_store_options, LocationKind, PathPolicy,
@@ -29,13 +26,16 @@ use freshet_connectors::files::{
 use tokio::sync::Mutex;
 
 use crate::catalog::{CatalogStore, Entry, EntryKind};
+use crate::compat::{self, ActiveRules};
 use crate::error::{EngineError, ErrorKind};
 use crate::functions::version_udf;
 use crate::limits::StatementLimits;
-use crate::parser::{self, OwnStatement, TransactionKind};
 use crate::pgnames;
 use crate::session::Session;
 use crate::sources::{check_watermark, CreateSource, SourceHandle, SourceTable};
+use crate::statement::{
+    self, OwnStatement, ParsedStatement, RawStatement, Statement, TransactionKind,
+};
 use crate::streaming::{StreamDefaults, Streams};
 use crate::tables::UnavailableTable;
 
@@ -119,6 +119,8 @@ struct PreparedInner {
     /// Result column names as PostgreSQL gives them, put on the rows when they are produced
     /// (see [`crate::pgnames`]); `None` keeps the planner's names.
     names: Option<Vec<String>>,
+    /// The token-stage compatibility rules that changed the statement.
+    rules_applied: Vec<&'static str>,
 }
 
 #[derive(Debug)]
@@ -127,9 +129,28 @@ enum PreparedKind {
     Own(OwnStatement),
     CreateExternalTable(Box<CreateExternalTable>),
     Copy(Box<CopyToStatement>),
-    Plan(Box<DfStatement>),
+    Plan(Box<PlannedStatement>),
     Stream(Box<crate::streaming::statements::StreamStatement>),
     Model(Box<crate::models::statements::ModelStatement>),
+}
+
+/// A SQL statement and its logical plan, made once and used by every execution while what it
+/// depends on is unchanged.
+#[derive(Debug)]
+struct PlannedStatement {
+    statement: DfStatement,
+    plan: LogicalPlan,
+    version: PlanVersion,
+}
+
+/// What a plan depends on besides its statement: the catalog (tables, views, sources replaced
+/// or changed), the trained models (plans capture the model they score), and the session's
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlanVersion {
+    catalog: u64,
+    models: (u64, u64),
+    settings: (usize, u64),
 }
 
 impl Prepared {
@@ -151,6 +172,11 @@ impl Prepared {
     /// Whether the statement is empty (only comments or whitespace).
     pub fn is_empty(&self) -> bool {
         matches!(self.inner.kind, PreparedKind::Empty)
+    }
+
+    /// Whether the token-stage compatibility rule `name` (see [`crate::compat`]) changed it.
+    pub fn rule_applied(&self, name: &str) -> bool {
+        self.inner.rules_applied.contains(&name)
     }
 }
 
@@ -178,6 +204,8 @@ struct Inner {
     /// Recommendation models.
     models: Arc<crate::models::Models>,
     next_session: AtomicU64,
+    /// Counts changes of the catalog (see [`PlanVersion`]).
+    catalog_version: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -270,6 +298,7 @@ impl Engine {
                 streams,
                 models,
                 next_session: AtomicU64::new(1),
+                catalog_version: AtomicU64::new(0),
             }),
         };
         engine.restore().await;
@@ -314,27 +343,29 @@ impl Engine {
         session: &Session,
         sql: &str,
     ) -> Result<LogicalPlan, EngineError> {
-        // Boxed: preparing a SUBSCRIBE plans its query through here.
-        let (kind, _, _) = Box::pin(self.prepare_kind(session, sql)).await?;
-        let PreparedKind::Plan(statement) = kind else {
-            return Err(EngineError::new(
+        let not_a_query = || {
+            EngineError::new(
                 ErrorKind::InvalidStatement,
                 format!("expected a query, found: {sql}"),
-            ));
+            )
         };
-        let plan = session
-            .context()
-            .state()
-            .statement_to_plan(*statement)
-            .await?;
+        let rules = ActiveRules::for_session(session)?;
+        let parsed = statement::parse(
+            &RawStatement::from_text(sql)?,
+            session,
+            &rules,
+            &self.inner.compat_parser,
+        )?;
+        let Statement::Sql { statement, .. } = parsed.statement else {
+            return Err(not_a_query());
+        };
+        // Boxed: preparing a SUBSCRIBE plans its query through here.
+        let (_, plan) = Box::pin(self.plan_sql(session, *statement, &rules)).await?;
         match plan {
             LogicalPlan::Ddl(_)
             | LogicalPlan::Dml(_)
             | LogicalPlan::Copy(_)
-            | LogicalPlan::Statement(_) => Err(EngineError::new(
-                ErrorKind::InvalidStatement,
-                format!("expected a query, found: {sql}"),
-            )),
+            | LogicalPlan::Statement(_) => Err(not_a_query()),
             plan => Ok(plan),
         }
     }
@@ -366,52 +397,158 @@ impl Engine {
         session
     }
 
-    /// Cuts a string of statements at top-level semicolons (see [`parser::split_statements`]), after
-    /// checking its length against the statement limit, so an over-long text is refused
+    /// Tokenises a request once and cuts it into statements (see [`statement::split`]),
+    /// after checking its length against the statement limit, so an over-long text is refused
     /// before it is read.
-    pub fn split_statements(&self, sql: &str) -> Result<Vec<String>, EngineError> {
+    pub fn split(&self, sql: &str) -> Result<Vec<RawStatement>, EngineError> {
         self.inner.config.limits.check_text(sql)?;
-        parser::split_statements(sql)
+        statement::split(sql)
+    }
+
+    /// The texts of a request's statements (see [`Engine::split`]).
+    pub fn split_statements(&self, sql: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self.split(sql)?.into_iter().map(|s| s.text).collect())
     }
 
     /// Parses and plans one statement without running it.
     pub async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, EngineError> {
-        let limits = &self.inner.config.limits;
-        limits.check_text(sql)?;
-        limits.check_tokens(&parser::significant_tokens(sql)?)?;
-        let (kind, schema, param_types) = self.prepare_kind(session, sql).await?;
-        Ok(Self::prepared(sql, kind, schema, param_types))
+        let raw = self.one_statement(sql)?;
+        self.prepare_raw(session, &raw, None).await
     }
 
     /// As [`Engine::prepare`], with the parameter types the client declared (pgwire's Parse
     /// message; `None` where it left the type open). A parameter whose type the query does not
-    /// determine (`SELECT $1`) takes the declared type, as in PostgreSQL; one the query does
-    /// determine keeps that type and the value is cast to it.
+    /// determine (`SELECT $1`) takes the declared type, as in PostgreSQL, or the type it is
+    /// cast to (`$1::int8`); one the query does determine keeps that type and the value is
+    /// cast to it.
     pub async fn prepare_with_types(
         &self,
         session: &Session,
         sql: &str,
         declared: &[Option<DataType>],
     ) -> Result<Prepared, EngineError> {
-        let prepared = self.prepare(session, sql).await?;
-        let PreparedKind::Plan(statement) = &prepared.inner.kind else {
-            return Ok(prepared);
+        let raw = self.one_statement(sql)?;
+        self.prepare_raw(session, &raw, Some(declared)).await
+    }
+
+    /// Plans one statement of a request cut by [`Engine::split`]; `declared` as in
+    /// [`Engine::prepare_with_types`] (`None`: parameter types from the query alone).
+    pub async fn prepare_statement(
+        &self,
+        session: &Session,
+        raw: &RawStatement,
+        declared: Option<&[Option<DataType>]>,
+    ) -> Result<Prepared, EngineError> {
+        self.inner.config.limits.check_text(&raw.text)?;
+        self.prepare_raw(session, raw, declared).await
+    }
+
+    fn one_statement(&self, sql: &str) -> Result<RawStatement, EngineError> {
+        let mut statements = self.split(sql)?;
+        match statements.len() {
+            0 => Ok(RawStatement {
+                text: sql.trim().to_string(),
+                span: 0..sql.len(),
+                tokens: Vec::new(),
+            }),
+            1 => Ok(statements.remove(0)),
+            n => Err(EngineError::syntax(format!(
+                "expected one statement, found {n}"
+            ))),
+        }
+    }
+
+    async fn prepare_raw(
+        &self,
+        session: &Session,
+        raw: &RawStatement,
+        declared: Option<&[Option<DataType>]>,
+    ) -> Result<Prepared, EngineError> {
+        self.inner.config.limits.check_tokens(raw.token_list())?;
+        let rules = ActiveRules::for_session(session)?;
+        let parsed = statement::parse(raw, session, &rules, &self.inner.compat_parser)?;
+        let ParsedStatement {
+            text,
+            statement,
+            rules_applied,
+            ..
+        } = parsed;
+        let mut names = None;
+        let (kind, schema, param_types) = match statement {
+            Statement::Empty => (PreparedKind::Empty, None, Vec::new()),
+            Statement::Own(own) => {
+                let schema = self.own_schema(session, &own)?;
+                (PreparedKind::Own(own), schema, Vec::new())
+            }
+            Statement::Stream(stream) => {
+                let schema = self.stream_statement_schema(session, &stream).await?;
+                (PreparedKind::Stream(stream), schema, Vec::new())
+            }
+            Statement::Model(model) => {
+                let schema = self.model_statement_schema(&model);
+                (PreparedKind::Model(model), schema, Vec::new())
+            }
+            Statement::CreateExternalTable(cet) => {
+                (PreparedKind::CreateExternalTable(cet), None, Vec::new())
+            }
+            Statement::CopyTo(copy) => (PreparedKind::Copy(copy), None, Vec::new()),
+            Statement::Sql {
+                statement,
+                as_written,
+            } => {
+                let planned = self
+                    .prepare_sql(session, *statement, &rules, declared)
+                    .await?;
+                let mut schema = result_schema(&planned.plan);
+                names = match (&as_written, &schema) {
+                    (Some(written), Some(planned)) => pgnames::output_names(written, planned),
+                    _ => None,
+                };
+                if let (Some(names), Some(planned)) = (&names, &schema) {
+                    schema = Some(pgnames::rename_schema(planned, names));
+                }
+                let param_types = ordered_param_types(&planned.plan)?;
+                (PreparedKind::Plan(Box::new(planned)), schema, param_types)
+            }
         };
-        let DfStatement::Statement(inner) = statement.as_ref() else {
-            return Ok(prepared);
+        Ok(Prepared {
+            inner: Arc::new(PreparedInner {
+                sql: text,
+                kind,
+                param_types,
+                schema,
+                names,
+                rules_applied,
+            }),
+        })
+    }
+
+    /// Plans a statement once: with the retry rules of [`crate::compat`], and with the
+    /// parameter types the client declared where the query leaves them open.
+    async fn prepare_sql(
+        &self,
+        session: &Session,
+        statement: ast::Statement,
+        rules: &ActiveRules,
+        declared: Option<&[Option<DataType>]>,
+    ) -> Result<PlannedStatement, EngineError> {
+        let version = self.plan_version(session);
+        let (statement, plan) = self.plan_sql(session, statement, rules).await?;
+        let planned = PlannedStatement {
+            statement: DfStatement::Statement(Box::new(statement)),
+            plan,
+            version: version.clone(),
         };
-        let inferred = prepared.param_types();
+        let Some(declared) = declared else {
+            return Ok(planned);
+        };
+        let inferred = ordered_param_types(&planned.plan)?;
         if inferred.iter().all(Option::is_some) {
-            return Ok(prepared);
+            return Ok(planned);
         }
         // `$1::int8`: like PostgreSQL, a parameter the client leaves open takes the type it is
         // cast to.
-        let plan = session
-            .context()
-            .state()
-            .statement_to_plan(DfStatement::Statement(inner.clone()))
-            .await?;
-        let cast = placeholder_cast_types(&plan)?;
+        let cast = placeholder_cast_types(&planned.plan)?;
         let chosen = |i: usize| -> Option<DataType> {
             declared
                 .get(i)
@@ -420,7 +557,7 @@ impl Engine {
                 .or_else(|| cast.get(&(i + 1)).cloned())
         };
         if !(0..inferred.len()).any(|i| inferred[i].is_none() && chosen(i).is_some()) {
-            return Ok(prepared);
+            return Ok(planned);
         }
         let mut data_types = Vec::with_capacity(inferred.len());
         for (i, inferred_type) in inferred.iter().enumerate() {
@@ -430,139 +567,85 @@ impl Engine {
                 .unwrap_or(DataType::Utf8);
             match crate::pg_types::sql_type(&arrow_type) {
                 Some(sql_type) => data_types.push(sql_type),
-                None => return Ok(prepared),
+                None => return Ok(planned),
             }
         }
-        let typed = datafusion::sql::sqlparser::ast::Statement::Prepare {
-            name: datafusion::sql::sqlparser::ast::Ident::new(TYPED_PARAMETERS),
+        let DfStatement::Statement(inner) = planned.statement else {
+            return Err(EngineError::internal("a planned SQL statement is not SQL"));
+        };
+        // The one case planned twice: the types are known only from the first plan.
+        let typed = DfStatement::Statement(Box::new(ast::Statement::Prepare {
+            name: ast::Ident::new(TYPED_PARAMETERS),
             data_types,
-            statement: inner.clone(),
-        };
-        let (kind, schema, param_types) = self
-            .prepare_plan(session, DfStatement::Statement(Box::new(typed)))
-            .await?;
-        Ok(Self::prepared(sql, kind, schema, param_types))
+            statement: inner,
+        }));
+        let plan = self.plan(session, typed.clone()).await?;
+        Ok(PlannedStatement {
+            statement: typed,
+            plan,
+            version,
+        })
     }
 
-    fn prepared(
-        sql: &str,
-        kind: PreparedKind,
-        mut schema: Option<SchemaRef>,
-        param_types: Vec<Option<DataType>>,
-    ) -> Prepared {
-        let names = match (&kind, &schema) {
-            (PreparedKind::Plan(_), Some(planned)) => pgnames::output_names(sql, planned),
-            _ => None,
-        };
-        if let (Some(names), Some(planned)) = (&names, &schema) {
-            schema = Some(pgnames::rename_schema(planned, names));
-        }
-        Prepared {
-            inner: Arc::new(PreparedInner {
-                sql: sql.to_string(),
-                kind,
-                param_types,
-                schema,
-                names,
-            }),
-        }
-    }
-
-    async fn prepare_kind(
+    /// Plans a statement; a statement DataFusion refuses for duplicate expression names is
+    /// planned again with aliases (rule [`compat::DUPLICATE_SELECT_NAMES`]). Returns the
+    /// statement as planned.
+    async fn plan_sql(
         &self,
         session: &Session,
-        sql: &str,
-    ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
-        let sql: &str = &crate::windows::rewrite_flink_window_syntax(sql)?;
-        let sql: &str = &crate::bi_compat::rewrite_session_lookups(sql, session);
-        let tokens = parser::significant_tokens(sql)?;
-        if tokens.is_empty() {
-            return Ok((PreparedKind::Empty, None, Vec::new()));
-        }
-        if let Some(statement) = crate::models::statements::parse_model_statement(sql)? {
-            let schema = self.model_statement_schema(&statement);
-            return Ok((PreparedKind::Model(Box::new(statement)), schema, Vec::new()));
-        }
-        if let Some(statement) = crate::streaming::statements::parse_stream_statement(sql)? {
-            let schema = self.stream_statement_schema(session, &statement).await?;
-            return Ok((
-                PreparedKind::Stream(Box::new(statement)),
-                schema,
-                Vec::new(),
-            ));
-        }
-        if let Some(own) = parser::parse_own(sql)? {
-            let schema = self.own_schema(session, &own)?;
-            return Ok((PreparedKind::Own(own), schema, Vec::new()));
-        }
-        if is_datafusion_extension(&tokens) {
-            return match parse_with_datafusion(sql)? {
-                DfStatement::CreateExternalTable(cet) => Ok((
-                    PreparedKind::CreateExternalTable(Box::new(cet)),
-                    None,
-                    Vec::new(),
-                )),
-                DfStatement::CopyTo(copy) => {
-                    Ok((PreparedKind::Copy(Box::new(copy)), None, Vec::new()))
-                }
-                other => self.prepare_plan(session, other).await,
-            };
-        }
-        let mut statements = self
-            .inner
-            .compat_parser
-            .parse(sql)
-            .map_err(|e| EngineError::syntax(e.to_string()))?;
-        if statements.len() != 1 {
-            return Err(EngineError::syntax(format!(
-                "expected one statement, found {}",
-                statements.len()
-            )));
-        }
-        let mut statement = statements.remove(0);
-        crate::pg_compat::rewrite::rewrite(&mut statement);
+        statement: ast::Statement,
+        rules: &ActiveRules,
+    ) -> Result<(ast::Statement, LogicalPlan), EngineError> {
         match self
-            .prepare_plan(session, DfStatement::Statement(Box::new(statement.clone())))
+            .plan(session, DfStatement::Statement(Box::new(statement.clone())))
             .await
         {
-            // PostgreSQL accepts select items with the same expression (`SELECT 1, 1`);
-            // DataFusion needs distinct names, so such a query is planned again with aliases.
+            // DataFusion raises this as a plain planning error (no variant of its own).
             Err(err)
-                if err
-                    .message()
-                    .contains("Projections require unique expression names")
-                    && pgnames::alias_unnamed_items(&mut statement) =>
+                if rules.on(compat::DUPLICATE_SELECT_NAMES)
+                    && err
+                        .message()
+                        .contains("Projections require unique expression names") =>
             {
-                self.prepare_plan(session, DfStatement::Statement(Box::new(statement)))
-                    .await
+                let mut aliased = statement;
+                if !pgnames::alias_unnamed_items(&mut aliased) {
+                    return Err(err);
+                }
+                let plan = self
+                    .plan(session, DfStatement::Statement(Box::new(aliased.clone())))
+                    .await?;
+                Ok((aliased, plan))
             }
-            result => result,
+            result => result.map(|plan| (statement, plan)),
         }
     }
 
-    async fn prepare_plan(
+    async fn plan(
         &self,
         session: &Session,
         statement: DfStatement,
-    ) -> Result<(PreparedKind, Option<SchemaRef>, Vec<Option<DataType>>), EngineError> {
-        let plan = unwrap_typed_parameters(
+    ) -> Result<LogicalPlan, EngineError> {
+        Ok(unwrap_typed_parameters(
             session
                 .context()
                 .state()
-                .statement_to_plan(statement.clone())
+                .statement_to_plan(statement)
                 .await?,
-        );
-        let param_types = ordered_param_types(&plan)?;
-        let schema = match &plan {
-            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
-            LogicalPlan::Statement(s)
-                if !matches!(s, datafusion::logical_expr::Statement::Execute(_)) =>
-            {
-                None
-            }
-            other => Some(Arc::new(other.schema().as_arrow().clone())),
-        };
-        Ok((PreparedKind::Plan(Box::new(statement)), schema, param_types))
+        ))
+    }
+
+    /// What a plan depends on besides its statement.
+    fn plan_version(&self, session: &Session) -> PlanVersion {
+        PlanVersion {
+            catalog: self.inner.catalog_version.load(Ordering::Acquire),
+            models: self.inner.models.version(),
+            settings: session.settings_version(),
+        }
+    }
+
+    /// Marks every plan made so far as out of date.
+    pub(crate) fn catalog_changed(&self) {
+        self.inner.catalog_version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Runs one statement of text (no parameters).
@@ -573,6 +656,23 @@ impl Engine {
 
     /// Runs a prepared statement with the given parameter values.
     pub async fn execute_prepared(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<Output, EngineError> {
+        let is_query = matches!(&prepared.inner.kind, PreparedKind::Plan(planned) if result_schema(&planned.plan).is_some())
+            || matches!(&prepared.inner.kind, PreparedKind::Empty);
+        let result = self.execute_kind(session, prepared, params).await;
+        if !is_query {
+            // DDL, DML, sources, streams, models, settings: what any plan refers to may have
+            // changed (conservative: a plan made again costs only planning).
+            self.catalog_changed();
+        }
+        result
+    }
+
+    async fn execute_kind(
         &self,
         session: &Session,
         prepared: &Prepared,
@@ -606,16 +706,14 @@ impl Engine {
                 Ok(Output::command("CREATE TABLE"))
             }
             PreparedKind::Copy(copy) => self.copy_to(session, (**copy).clone()).await,
-            PreparedKind::Plan(statement) => {
-                // Plan again rather than reuse the plan made at prepare time: tables may have been
-                // replaced since, and planning is cheap next to running.
-                let mut plan = unwrap_typed_parameters(
-                    session
-                        .context()
-                        .state()
-                        .statement_to_plan((**statement).clone())
-                        .await?,
-                );
+            PreparedKind::Plan(planned) => {
+                // The plan made at prepare time, unless the catalog, a model or the session's
+                // settings changed since.
+                let mut plan = if planned.version == self.plan_version(session) {
+                    planned.plan.clone()
+                } else {
+                    self.plan(session, planned.statement.clone()).await?
+                };
                 if let Some(params) = params {
                     let params = coerce_params(params, &ordered_param_types(&plan)?)?;
                     plan = plan.replace_params_with_values(&params)?;
@@ -1394,11 +1492,18 @@ impl Engine {
         let sql = entry.sql.as_deref().unwrap_or_default();
         match entry.kind {
             EntryKind::ExternalTable => {
-                let DfStatement::CreateExternalTable(cet) = parse_with_datafusion(sql)? else {
+                let parsed = statement::parse(
+                    &RawStatement::from_text(sql)?,
+                    session,
+                    &ActiveRules::default(),
+                    &self.inner.compat_parser,
+                )?;
+                let Statement::CreateExternalTable(cet) = parsed.statement else {
                     return Err(EngineError::internal(
                         "catalog entry is not CREATE EXTERNAL TABLE",
                     ));
                 };
+                let cet = *cet;
                 let base_dir = entry
                     .base_dir
                     .as_deref()
@@ -1410,17 +1515,16 @@ impl Engine {
             }
             EntryKind::View | EntryKind::Schema => {
                 let prepared = self.prepare(session, sql).await?;
-                let PreparedKind::Plan(statement) = &prepared.inner.kind else {
+                let PreparedKind::Plan(planned) = &prepared.inner.kind else {
                     return Err(EngineError::internal(
                         "catalog entry is not a plannable statement",
                     ));
                 };
-                let plan = session
+                session
                     .context()
-                    .state()
-                    .statement_to_plan((**statement).clone())
+                    .execute_logical_plan(planned.plan.clone())
                     .await?;
-                session.context().execute_logical_plan(plan).await?;
+                self.catalog_changed();
                 Ok(())
             }
             EntryKind::Table => self.restore_table(session, catalog, entry).await,
@@ -1428,7 +1532,9 @@ impl Engine {
             EntryKind::Sink => self.restore_sink(session, entry).await,
             EntryKind::Model => self.restore_model(session, entry).await,
             EntryKind::Source => {
-                let create = crate::sources::parse_create_source(sql)?;
+                let create = crate::sources::parse_create_source(
+                    &crate::statement::tokens::RawStatement::from_text(sql)?,
+                )?;
                 let handle = self
                     .build_source(session, &entry.name, &create, entry.state.clone(), false)
                     .await?;
@@ -1448,15 +1554,14 @@ impl Engine {
         if let Some(sql) = &entry.sql {
             // Replaying the CREATE TABLE keeps column defaults and constraints; then the rows.
             let prepared = self.prepare(session, sql).await?;
-            let PreparedKind::Plan(statement) = &prepared.inner.kind else {
+            let PreparedKind::Plan(planned) = &prepared.inner.kind else {
                 return Err(EngineError::internal("catalog entry is not CREATE TABLE"));
             };
-            let plan = session
+            session
                 .context()
-                .state()
-                .statement_to_plan((**statement).clone())
+                .execute_logical_plan(planned.plan.clone())
                 .await?;
-            session.context().execute_logical_plan(plan).await?;
+            self.catalog_changed();
             let provider = session.context().table_provider(reference).await?;
             let table = provider
                 .downcast_ref::<MemTable>()
@@ -1492,23 +1597,16 @@ impl Engine {
 
 /// `CREATE [OR REPLACE] [UNBOUNDED] EXTERNAL TABLE …` and `COPY …` are parsed by DataFusion's
 /// own parser; everything else by the PostgreSQL-compatibility parser.
-fn is_datafusion_extension(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> bool {
-    if parser::starts_with(tokens, &["COPY"]) {
-        return true;
-    }
-    if !parser::starts_with(tokens, &["CREATE"]) {
-        return false;
-    }
-    (1..5).any(|i| parser::keyword_at(tokens, i).as_deref() == Some("EXTERNAL"))
-}
-
-fn parse_with_datafusion(sql: &str) -> Result<DfStatement, EngineError> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
-    let mut statements = parser.parse_statements()?;
-    match (statements.pop_front(), statements.is_empty()) {
-        (Some(statement), true) => Ok(statement),
-        _ => Err(EngineError::syntax("expected exactly one statement")),
+/// The columns a plan returns; `None` for a command without rows.
+fn result_schema(plan: &LogicalPlan) -> Option<SchemaRef> {
+    match plan {
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => None,
+        LogicalPlan::Statement(s)
+            if !matches!(s, datafusion::logical_expr::Statement::Execute(_)) =>
+        {
+            None
+        }
+        other => Some(Arc::new(other.schema().as_arrow().clone())),
     }
 }
 

@@ -9,18 +9,19 @@
 
 mod bi_compat;
 pub mod catalog;
+pub mod compat;
 mod engine;
 pub mod error;
 mod functions;
 pub mod lifecycle;
 pub mod limits;
 pub mod models;
-pub mod parser;
 mod pg_compat;
 pub mod pg_types;
 pub mod pgnames;
 mod session;
 pub mod sources;
+pub mod statement;
 pub mod streaming;
 mod tables;
 mod text_rewrite;
@@ -31,8 +32,8 @@ pub use engine::{Engine, EngineConfig, Output, Prepared};
 pub use error::{EngineError, ErrorKind};
 pub use freshet_connectors as connectors;
 pub use functions::version_string;
-pub use parser::{split_statements, TransactionKind};
 pub use session::{startup_parameters, Session, PG_SERVER_VERSION};
+pub use statement::{split, RawStatement, TransactionKind};
 pub use streaming::StreamDefaults;
 pub use windows::{
     find_windows, window_column, WindowColumn, WindowKind, WindowRole, WindowSpec, WindowTable,

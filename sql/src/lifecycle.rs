@@ -123,6 +123,24 @@ impl StatementGuard {
             .await
     }
 
+    /// Plans one statement of a request cut by [`Engine::split`] (see
+    /// [`Engine::prepare_statement`]), on a thread of its own as [`StatementGuard::prepare`].
+    pub async fn prepare_statement(
+        &mut self,
+        engine: &Engine,
+        session: &Session,
+        raw: crate::statement::RawStatement,
+        declared: Option<Vec<Option<datafusion::arrow::datatypes::DataType>>>,
+    ) -> Result<Prepared, EngineError> {
+        let (engine, session) = (engine.clone(), session.clone());
+        self.spawned(async move {
+            engine
+                .prepare_statement(&session, &raw, declared.as_deref())
+                .await
+        })
+        .await
+    }
+
     /// As [`StatementGuard::prepare`], with the parameter types the client declared.
     pub async fn prepare_with_types(
         &mut self,

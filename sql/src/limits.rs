@@ -64,7 +64,10 @@ impl StatementLimits {
     }
 
     /// Checks the placeholders and operator chains of one statement's tokens.
-    pub(crate) fn check_tokens(&self, tokens: &[Token]) -> Result<(), EngineError> {
+    pub(crate) fn check_tokens<'a>(
+        &self,
+        tokens: impl IntoIterator<Item = &'a Token>,
+    ) -> Result<(), EngineError> {
         // One counter per level of parentheses or brackets: operators seen since the last
         // point where a new expression starts at that level.
         let mut chains: Vec<usize> = vec![0];
@@ -216,11 +219,14 @@ fn is_operator(token: &Token) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parser::significant_tokens;
+    use crate::statement::split;
 
     fn check(sql: &str, limits: &StatementLimits) -> Result<(), EngineError> {
         limits.check_text(sql)?;
-        limits.check_tokens(&significant_tokens(sql)?)
+        for statement in split(sql)? {
+            limits.check_tokens(statement.token_list())?;
+        }
+        Ok(())
     }
 
     fn chain(terms: usize, operator: &str) -> String {

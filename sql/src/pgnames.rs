@@ -21,25 +21,20 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, DataType as SqlType, Expr, Function, Ident, ObjectName,
     ObjectNamePart, Query, SelectItem, SetExpr, Statement, TimezoneInfo, TrimWhereField,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 
 /// PostgreSQL's name for a select item it cannot name otherwise.
 pub const UNNAMED: &str = "?column?";
 
 /// The output names of a query's columns as PostgreSQL gives them, one per column of the
-/// planned schema. `None` when `sql` is not a single query, or its select list cannot be
-/// matched with the planned columns (then the planner's names stay).
-pub fn output_names(sql: &str, planned: &Schema) -> Option<Vec<String>> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    if statements.len() != 1 {
-        return None;
-    }
-    let Statement::Query(query) = statements.remove(0) else {
+/// planned schema, from the statement as the client wrote it (before compatibility rewrites).
+/// `None` when it is not a query, or its select list cannot be matched with the planned
+/// columns (then the planner's names stay).
+pub fn output_names(statement: &Statement, planned: &Schema) -> Option<Vec<String>> {
+    let Statement::Query(query) = statement else {
         return None;
     };
-    let items = select_items(&query)?;
+    let items = select_items(query)?;
     let mut names: Vec<String> = planned.fields().iter().map(|f| f.name().clone()).collect();
     let first_wildcard = items.iter().position(Option::is_none);
     let last_wildcard = items.iter().rposition(Option::is_none);
@@ -320,12 +315,15 @@ pub fn rename_stream(
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::DataType;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
 
     fn names(sql: &str, columns: usize) -> Option<Vec<String>> {
         let fields: Vec<Field> = (0..columns)
             .map(|i| Field::new(format!("planned{i}"), DataType::Int64, true))
             .collect();
-        output_names(sql, &Schema::new(fields))
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        output_names(&statements[0], &Schema::new(fields))
     }
 
     fn strings(names: &[&str]) -> Option<Vec<String>> {

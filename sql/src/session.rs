@@ -7,6 +7,7 @@
 //! too: clients set and read them, and a few change behaviour (`statement_timeout`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,6 +122,13 @@ const SETTINGS: &[Setting] = &[
     ),
     setting("row_security", "row_security", "on", false, false),
     setting("jit", "jit", "off", false, false),
+    setting(
+        "compat_rules_disabled",
+        "compat_rules_disabled",
+        "",
+        false,
+        false,
+    ),
     setting("work_mem", "work_mem", "4MB", false, false),
     setting("lc_messages", "lc_messages", "C", false, false),
     setting("lc_monetary", "lc_monetary", "C", false, false),
@@ -202,6 +210,11 @@ pub struct Session {
     /// Values set in this session, by lower-case key; absent means the default. Shared with
     /// the session's `current_setting` function.
     values: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Counts changes of settings: a plan made before a change is made again (settings such
+    /// as `datafusion.*` and `search_path` change what a statement means).
+    generation: Arc<AtomicU64>,
+    /// Whether `?` is a placeholder (Flight SQL clients) rather than an operator.
+    question_marks: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -216,7 +229,47 @@ impl Session {
             user: user.to_string(),
             context,
             values: Arc::new(Mutex::new(BTreeMap::new())),
+            generation: Arc::new(AtomicU64::new(0)),
+            question_marks: false,
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self::new("test", SessionContext::new())
+    }
+
+    /// This session reads `?` as a placeholder, numbered in order (`qmark` parameter style, as
+    /// ADBC's and other Flight SQL clients' DB-API use); see [`crate::compat`].
+    pub fn with_question_mark_placeholders(mut self) -> Self {
+        self.question_marks = true;
+        self
+    }
+
+    pub(crate) fn question_mark_placeholders(&self) -> bool {
+        self.question_marks
+    }
+
+    /// The compatibility rules this session turned off (`compat_rules_disabled`).
+    pub(crate) fn compat_rules_disabled(&self) -> Vec<String> {
+        self.get("compat_rules_disabled")
+            .unwrap_or_default()
+            .split(',')
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect()
+    }
+
+    /// Which settings a plan was made under: equal values mean nothing changed since.
+    pub(crate) fn settings_version(&self) -> (usize, u64) {
+        (
+            Arc::as_ptr(&self.generation) as usize,
+            self.generation.load(Ordering::Acquire),
+        )
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The user this session authenticated as (or claimed, without authentication).
@@ -298,6 +351,7 @@ impl Session {
     }
 
     fn store(&self, key: &str, value: Option<&str>) {
+        self.changed();
         let mut values = self.values();
         match value {
             Some(v) => values.insert(key.to_string(), v.to_string()),
@@ -306,6 +360,7 @@ impl Session {
     }
 
     fn set_datafusion(&self, key: &str, value: Option<&str>) -> Result<(), EngineError> {
+        self.changed();
         let state = self.context.state_ref();
         let mut state = state.write();
         let options = state.config_mut().options_mut();
@@ -319,6 +374,7 @@ impl Session {
 
     /// Forgets every value set in this session (`RESET ALL`, `DISCARD ALL`).
     pub fn reset_all(&self) {
+        self.changed();
         self.values().clear();
     }
 

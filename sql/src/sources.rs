@@ -25,9 +25,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion::sql::sqlparser::ast::{ColumnDef, Expr as SqlExpr, ObjectName, Value};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use freshet_connectors::source::{ConnectorError, Source, Split};
 use futures::StreamExt;
@@ -81,11 +79,10 @@ fn parse_error(err: impl fmt::Display) -> EngineError {
 }
 
 /// Parses `CREATE SOURCE [IF NOT EXISTS] name [( columns [, WATERMARK FOR c AS expr] )] WITH (k = v, …)`.
-pub fn parse_create_source(sql: &str) -> Result<CreateSource, EngineError> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(parse_error)?;
+pub(crate) fn parse_create_source(
+    raw: &crate::statement::tokens::RawStatement,
+) -> Result<CreateSource, EngineError> {
+    let mut parser = raw.sqlparser(0);
     if !parser.parse_keyword(Keyword::CREATE) || !parser.parse_keyword(Keyword::SOURCE) {
         return Err(parse_error("expected CREATE SOURCE"));
     }
@@ -133,7 +130,9 @@ pub fn parse_create_source(sql: &str) -> Result<CreateSource, EngineError> {
     })
 }
 
-fn parse_options(parser: &mut Parser<'_>) -> Result<BTreeMap<String, String>, EngineError> {
+fn parse_options(
+    parser: &mut datafusion::sql::sqlparser::parser::Parser<'_>,
+) -> Result<BTreeMap<String, String>, EngineError> {
     parser.expect_token(&Token::LParen).map_err(parse_error)?;
     let mut options = BTreeMap::new();
     loop {
@@ -431,12 +430,17 @@ impl ExecutionPlan for SourceScanExec {
 mod tests {
     use super::*;
 
+    fn parse_create_source_text(sql: &str) -> Result<CreateSource, EngineError> {
+        use crate::statement::tokens::RawStatement;
+        parse_create_source(&RawStatement::from_text(sql)?)
+    }
+
     #[test]
     fn create_source_with_watermark_and_dotted_options() {
         let sql = "CREATE SOURCE IF NOT EXISTS clicks (user_id BIGINT, ts TIMESTAMP, \
                    WATERMARK FOR ts AS ts - INTERVAL '2 seconds') \
                    WITH (connector = 'kafka', topic = 'clicks', 'kafka.client.id' = 'x', kafka.fetch.min.bytes = 10)";
-        let create = parse_create_source(sql).unwrap();
+        let create = parse_create_source_text(sql).unwrap();
         assert!(create.if_not_exists);
         assert_eq!(create.columns.len(), 2);
         assert_eq!(
@@ -455,7 +459,7 @@ mod tests {
     fn flink_style_interval_and_bad_watermarks() {
         let sql = "CREATE SOURCE s (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH (connector = 'datagen')";
         assert_eq!(
-            parse_create_source(sql)
+            parse_create_source_text(sql)
                 .unwrap()
                 .watermark
                 .unwrap()
@@ -464,11 +468,11 @@ mod tests {
         );
         let sql = "CREATE SOURCE s (ts TIMESTAMP, WATERMARK FOR ts AS other - INTERVAL '5' SECOND) WITH (connector = 'datagen')";
         assert_eq!(
-            parse_create_source(sql).unwrap_err().kind(),
+            parse_create_source_text(sql).unwrap_err().kind(),
             ErrorKind::FeatureNotSupported
         );
         let sql = "CREATE SOURCE s (ts TIMESTAMP) WITH (connector = 'a', connector = 'b')";
-        assert!(parse_create_source(sql)
+        assert!(parse_create_source_text(sql)
             .unwrap_err()
             .message()
             .contains("twice"));

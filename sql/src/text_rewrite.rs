@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::parser::byte_offset;
+use crate::statement::tokens::byte_offset;
 
 /// A significant token (no whitespace or comment) with its byte range in the statement.
 pub(crate) struct Piece {

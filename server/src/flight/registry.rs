@@ -150,7 +150,11 @@ impl Registry {
             return session.clone();
         }
         // Opened outside the lock: building a session copies the engine's configuration.
-        let session = Arc::new(self.engine.new_session("freshet"));
+        let session = Arc::new(
+            self.engine
+                .new_session("freshet")
+                .with_question_mark_placeholders(),
+        );
         let mut state = self.state();
         if let Some(existing) = state.sessions.get_mut(&key) {
             return existing.clone();
@@ -169,7 +173,11 @@ impl Registry {
 
     /// Opens a session for `user` under a newly issued token.
     pub fn open_token_session(&self, token: &str, user: &str) -> Arc<Session> {
-        let session = Arc::new(self.engine.new_session(user));
+        let session = Arc::new(
+            self.engine
+                .new_session(user)
+                .with_question_mark_placeholders(),
+        );
         self.state()
             .insert_session(SessionKey::Token(token.to_string()), session.clone());
         session

@@ -95,18 +95,23 @@ impl FlightSql {
 
     /// Prepares the one statement of `sql` (a trailing `;` or comments are fine).
     async fn prepare(&self, session: &Session, sql: &str) -> Result<Prepared, Status> {
-        let mut statements = self.engine.split_statements(sql).map_err(|e| status(&e))?;
+        let mut statements = self.engine.split(sql).map_err(|e| status(&e))?;
         if statements.len() > 1 {
             return Err(Status::invalid_argument(format!(
                 "a Flight SQL call runs one statement; this text has {}",
                 statements.len()
             )));
         }
-        let text = statements.pop().unwrap_or_default();
-        StatementGuard::new(session, None)
-            .prepare(&self.engine, session, &text)
-            .await
-            .map_err(|e| status(&e))
+        let mut guard = StatementGuard::new(session, None);
+        match statements.pop() {
+            Some(raw) => {
+                guard
+                    .prepare_statement(&self.engine, session, raw, None)
+                    .await
+            }
+            None => guard.prepare(&self.engine, session, "").await,
+        }
+        .map_err(|e| status(&e))
     }
 
     /// Runs a statement within its `statement_timeout`; returns the guard that also bounds

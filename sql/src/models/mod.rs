@@ -268,9 +268,21 @@ impl ModelSlot {
 #[derive(Debug, Default)]
 pub struct Models {
     slots: RwLock<BTreeMap<String, Arc<ModelSlot>>>,
+    /// Counts models added and removed.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Models {
+    /// Changes whenever a model is added, removed or retrained: plans capture the trained
+    /// model they score, so a plan made before a change is made again.
+    pub(crate) fn version(&self) -> (u64, u64) {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        (
+            self.changes.load(std::sync::atomic::Ordering::SeqCst),
+            slots.values().map(|slot| slot.generation()).sum(),
+        )
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<ModelSlot>> {
         self.slots
             .read()
@@ -296,6 +308,8 @@ impl Models {
     }
 
     fn insert(&self, slot: Arc<ModelSlot>) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(old) = self
             .slots
             .write()
@@ -307,6 +321,8 @@ impl Models {
     }
 
     fn remove(&self, name: &str) -> Option<Arc<ModelSlot>> {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let slot = self
             .slots
             .write()

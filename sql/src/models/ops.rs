@@ -300,7 +300,9 @@ impl Engine {
         entry: &Entry,
     ) -> Result<(), EngineError> {
         let sql = entry.sql.as_deref().unwrap_or_default();
-        let Some(ModelStatement::Create(create)) = parse_model_statement(sql)? else {
+        let Some(ModelStatement::Create(create)) =
+            parse_model_statement(&crate::statement::tokens::RawStatement::from_text(sql)?)?
+        else {
             return Err(EngineError::internal("catalog entry is not CREATE MODEL"));
         };
         let name = create.name.to_ascii_lowercase();

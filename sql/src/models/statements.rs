@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use super::als::AlsParams;
 use super::ModelDefinition;
 use crate::error::{EngineError, ErrorKind};
-use crate::streaming::statements::{parse_duration, Cursor};
+use crate::statement::tokens::{Cursor, RawStatement};
+use crate::streaming::statements::parse_duration;
 
 /// A statement about models.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,9 +113,11 @@ fn definition(
     Ok(definition)
 }
 
-/// Recognises a statement about models; `None` for anything else.
-pub fn parse_model_statement(sql: &str) -> Result<Option<ModelStatement>, EngineError> {
-    let mut c = Cursor::new(sql)?;
+/// Reads a statement about models; `None` for anything else.
+pub(crate) fn parse_model_statement(
+    raw: &RawStatement,
+) -> Result<Option<ModelStatement>, EngineError> {
+    let mut c = Cursor::new(raw);
     if c.keyword("CREATE") {
         let or_replace = c.keywords(&["OR", "REPLACE"]);
         if !c.keyword("MODEL") {
@@ -171,10 +174,14 @@ pub fn parse_model_statement(sql: &str) -> Result<Option<ModelStatement>, Engine
 mod tests {
     use super::*;
 
+    fn parse_model_statement_text(sql: &str) -> Result<Option<ModelStatement>, EngineError> {
+        parse_model_statement(&RawStatement::from_text(sql)?)
+    }
+
     #[test]
     fn create_model_with_options() {
         let sql = "CREATE MODEL movie_recs USING als WITH (rank = 12, iterations = 5, regularization = 0.05, implicit = true, alpha = 40, seed = 7, refresh_interval = '10 minutes', fold_in_source = 'Clicks') AS SELECT u, i, r FROM ratings;";
-        let Some(ModelStatement::Create(create)) = parse_model_statement(sql).unwrap() else {
+        let Some(ModelStatement::Create(create)) = parse_model_statement_text(sql).unwrap() else {
             panic!("not parsed");
         };
         assert_eq!(create.name, "movie_recs");
@@ -197,7 +204,7 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         let err = |sql: &str| {
-            parse_model_statement(sql)
+            parse_model_statement_text(sql)
                 .unwrap_err()
                 .message()
                 .to_string()
@@ -210,11 +217,11 @@ mod tests {
         );
         assert!(err("CREATE MODEL m AS SELECT 1").contains("USING"));
         assert_eq!(
-            parse_model_statement("CREATE TABLE t (a INT)").unwrap(),
+            parse_model_statement_text("CREATE TABLE t (a INT)").unwrap(),
             None
         );
         assert_eq!(
-            parse_model_statement("drop model if exists m").unwrap(),
+            parse_model_statement_text("drop model if exists m").unwrap(),
             Some(ModelStatement::Drop {
                 name: "m".to_string(),
                 if_exists: true

@@ -37,6 +37,8 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
+use crate::compat::{self, ActiveRules};
+
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, BinaryOperator, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LambdaFunction,
@@ -65,16 +67,17 @@ const AGGREGATES: &[&str] = &[
 /// The name hoisted parts of a subquery's select list are known by until they are replaced.
 const HOISTED: &str = "__freshet_hoisted_";
 
-/// Applies every rewrite to `statement`.
-pub(crate) fn rewrite(statement: &mut Statement) {
+/// Applies the rewrites whose rules are on (each arm below is one rule of
+/// [`crate::compat::RULES`]) to `statement`.
+pub(crate) fn rewrite(statement: &mut Statement, rules: &ActiveRules) {
     // Expressions are visited bottom-up: a subquery is rewritten before the CASE around it.
     let _ = visit_expressions_mut(statement, |expr| {
-        rewrite_expr(expr);
+        rewrite_expr(expr, rules);
         ControlFlow::<()>::Continue(())
     });
 }
 
-fn rewrite_expr(expr: &mut Expr) {
+fn rewrite_expr(expr: &mut Expr, rules: &ActiveRules) {
     match expr {
         Expr::Like {
             pattern,
@@ -85,7 +88,7 @@ fn rewrite_expr(expr: &mut Expr) {
             pattern,
             escape_char,
             ..
-        } => {
+        } if rules.on(compat::LIKE_ESCAPE) => {
             let Some(escape) = escape_char.take() else {
                 return;
             };
@@ -106,7 +109,7 @@ fn rewrite_expr(expr: &mut Expr) {
                 ],
             );
         }
-        Expr::Subquery(query) => {
+        Expr::Subquery(query) if rules.on(compat::CORRELATED_SCALAR_SUBQUERIES) => {
             if let Some(rewritten) = scalar_subquery(query) {
                 *expr = rewritten;
             }
@@ -116,7 +119,8 @@ fn rewrite_expr(expr: &mut Expr) {
             conditions,
             else_result,
             ..
-        } if conditions.len() == 1
+        } if rules.on(compat::CASE_SUBQUERY)
+            && conditions.len() == 1
             && contains_subquery(&conditions[0].result)
             && else_result.as_deref().is_none_or(is_null) =>
         {
@@ -126,7 +130,9 @@ fn rewrite_expr(expr: &mut Expr) {
         // `current_role` is a keyword like `current_user`, which the parser does not know:
         // it would be read as a column.
         Expr::Identifier(ident)
-            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("current_role") =>
+            if rules.on(compat::CURRENT_ROLE)
+                && ident.quote_style.is_none()
+                && ident.value.eq_ignore_ascii_case("current_role") =>
         {
             *expr = call("current_role", vec![]);
         }
@@ -135,7 +141,8 @@ fn rewrite_expr(expr: &mut Expr) {
             data_type: DataType::Bytea,
             expr: value,
             ..
-        } if matches!(value.as_ref(), Expr::Value(v)
+        } if rules.on(compat::BYTEA_HEX_LITERAL)
+            && matches!(value.as_ref(), Expr::Value(v)
             if matches!(&v.value, Value::SingleQuotedString(text) if text.starts_with("\\x"))) =>
         {
             let Expr::Value(v) = value.as_ref() else {
@@ -157,18 +164,23 @@ fn rewrite_expr(expr: &mut Expr) {
             data_type: DataType::Regclass,
             expr: value,
             ..
-        } => {
+        } if rules.on(compat::REGCLASS_CAST) => {
             let value = std::mem::replace(value.as_mut(), Expr::value(Value::Null));
             *expr = call("pg_regclass", vec![value]);
         }
-        Expr::Function(function) if is_named(function, "generate_subscripts") => {
+        Expr::Function(function)
+            if rules.on(compat::GENERATE_SUBSCRIPTS)
+                && is_named(function, "generate_subscripts") =>
+        {
             let inner = Expr::Function(Function {
                 name: ObjectName::from(vec![Ident::new("pg_array_subscripts")]),
                 ..function.clone()
             });
             *expr = call("unnest", vec![inner]);
         }
-        Expr::Function(function) if is_named(function, "array") => {
+        Expr::Function(function)
+            if rules.on(compat::ARRAY_SUBQUERY) && is_named(function, "array") =>
+        {
             if let FunctionArguments::Subquery(query) = &function.args {
                 if let Some(rewritten) = array_of_subquery(query) {
                     *expr = rewritten;
@@ -609,7 +621,7 @@ mod tests {
 
     fn rewritten(sql: &str) -> String {
         let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        rewrite(&mut statements[0]);
+        rewrite(&mut statements[0], &ActiveRules::default());
         statements[0].to_string()
     }
 

@@ -219,7 +219,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let sql = entry.sql.as_deref().unwrap_or_default();
         let Some(StreamStatement::CreateMaterializedView(create)) =
-            super::statements::parse_stream_statement(sql)?
+            super::statements::parse_stream_statement(
+                &crate::statement::tokens::RawStatement::from_text(sql)?,
+            )?
         else {
             return Err(EngineError::internal(
                 "catalog entry is not CREATE MATERIALIZED VIEW",
@@ -528,8 +530,9 @@ impl Engine {
         entry: &Entry,
     ) -> Result<(), EngineError> {
         let sql = entry.sql.as_deref().unwrap_or_default();
-        let Some(StreamStatement::CreateSink(create)) =
-            super::statements::parse_stream_statement(sql)?
+        let Some(StreamStatement::CreateSink(create)) = super::statements::parse_stream_statement(
+            &crate::statement::tokens::RawStatement::from_text(sql)?,
+        )?
         else {
             return Err(EngineError::internal("catalog entry is not CREATE SINK"));
         };
@@ -543,7 +546,9 @@ impl Engine {
     pub(crate) fn retry_sink(&self, entry: Entry, error: String) {
         let key = entry.name.clone();
         let sql = entry.sql.clone().unwrap_or_default();
-        let from = match super::statements::parse_stream_statement(&sql) {
+        let from = match crate::statement::tokens::RawStatement::from_text(&sql)
+            .and_then(|raw| super::statements::parse_stream_statement(&raw))
+        {
             Ok(Some(StreamStatement::CreateSink(create))) => {
                 table_key(&TableReference::from(create.from.as_str()))
             }

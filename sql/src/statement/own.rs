@@ -1,14 +1,10 @@
-//! Statement splitting and Freshet's own statements.
-//!
-//! A client may send several statements in one string. [`split_statements`] cuts it at top-level
-//! semicolons (quotes, comments and dollar-quoted strings respected) and keeps each statement's
-//! original text, which is what the catalog stores. [`parse_own`] recognises the statements the
-//! engine answers itself, before anything reaches DataFusion: session settings (`SET`, `SHOW`,
-//! `RESET`), transaction control (accepted as no-ops), and `SHOW TABLES`.
+//! The grammar of the statements the engine answers itself, before anything reaches DataFusion:
+//! session settings (`SET`, `SHOW`, `RESET`), transaction control (accepted as no-ops),
+//! `SHOW TABLES`, and sources (`CREATE` / `DROP SOURCE`, `SHOW SOURCES`).
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
+use super::tokens::RawStatement;
 use crate::error::EngineError;
 
 /// A statement the engine answers without DataFusion.
@@ -59,86 +55,6 @@ pub enum TransactionKind {
     Within,
 }
 
-fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, EngineError> {
-    let dialect = PostgreSqlDialect {};
-    Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| EngineError::syntax(e.to_string()))
-}
-
-/// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
-pub(crate) fn byte_offset(line_starts: &[usize], sql: &str, location: Location) -> usize {
-    let line_index = (location.line as usize).saturating_sub(1);
-    let Some(&line_start) = line_starts.get(line_index) else {
-        return sql.len();
-    };
-    let column = (location.column as usize).saturating_sub(1);
-    sql[line_start..]
-        .char_indices()
-        .nth(column)
-        .map(|(offset, _)| line_start + offset)
-        .unwrap_or(sql.len())
-}
-
-fn is_blank(token: &Token) -> bool {
-    matches!(token, Token::Whitespace(_))
-}
-
-/// Splits `sql` into statements at top-level semicolons, returning each statement's original
-/// text (trimmed, without the semicolon). Empty statements are dropped.
-pub fn split_statements(sql: &str) -> Result<Vec<String>, EngineError> {
-    let tokens = tokenize(sql)?;
-    let mut line_starts = vec![0];
-    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-
-    let mut statements = Vec::new();
-    let mut start: Option<Location> = None;
-    let mut end: Option<Location> = None;
-    for token in &tokens {
-        match &token.token {
-            Token::SemiColon => {
-                push_statement(sql, &line_starts, start.take(), end.take(), &mut statements);
-            }
-            Token::EOF => {}
-            t if is_blank(t) => {}
-            _ => {
-                if start.is_none() {
-                    start = Some(token.span.start);
-                }
-                end = Some(token.span.end);
-            }
-        }
-    }
-    push_statement(sql, &line_starts, start, end, &mut statements);
-    Ok(statements)
-}
-
-fn push_statement(
-    sql: &str,
-    line_starts: &[usize],
-    start: Option<Location>,
-    end: Option<Location>,
-    out: &mut Vec<String>,
-) {
-    if let (Some(start), Some(end)) = (start, end) {
-        let from = byte_offset(line_starts, sql, start);
-        let to = byte_offset(line_starts, sql, end).max(from);
-        let text = sql[from..to].trim();
-        if !text.is_empty() {
-            out.push(text.to_string());
-        }
-    }
-}
-
-/// The significant tokens of one statement (no whitespace, comments or trailing semicolon).
-pub(crate) fn significant_tokens(sql: &str) -> Result<Vec<Token>, EngineError> {
-    Ok(tokenize(sql)?
-        .into_iter()
-        .map(|t| t.token)
-        .filter(|t| !is_blank(t) && !matches!(t, Token::SemiColon | Token::EOF))
-        .collect())
-}
-
 /// The upper-cased word at `index`, if that token is an unquoted word.
 pub(crate) fn keyword_at(tokens: &[Token], index: usize) -> Option<String> {
     match tokens.get(index) {
@@ -157,9 +73,10 @@ pub(crate) fn starts_with(tokens: &[Token], keywords: &[&str]) -> bool {
         .all(|(i, k)| keyword_at(tokens, i).as_deref() == Some(*k))
 }
 
-/// Recognises a statement the engine answers itself; `None` hands it to the SQL planner.
-pub fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
-    let tokens = significant_tokens(sql)?;
+/// Reads a statement the engine answers itself; `None` hands it to the SQL planner (`SHOW
+/// COLUMNS` and the other `SHOW`s DataFusion knows, `DEALLOCATE name`).
+pub(crate) fn parse_own(raw: &RawStatement) -> Result<Option<OwnStatement>, EngineError> {
+    let tokens: Vec<Token> = raw.token_list().cloned().collect();
     let Some(first) = keyword_at(&tokens, 0) else {
         return Ok(None);
     };
@@ -196,7 +113,7 @@ pub fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
         }),
         "UNLISTEN" => Some(OwnStatement::NoOp { tag: "UNLISTEN" }),
         "CREATE" if starts_with(&tokens, &["CREATE", "SOURCE"]) => Some(
-            OwnStatement::CreateSource(Box::new(crate::sources::parse_create_source(sql)?)),
+            OwnStatement::CreateSource(Box::new(crate::sources::parse_create_source(raw)?)),
         ),
         "DROP" if starts_with(&tokens, &["DROP", "SOURCE"]) => {
             Some(parse_drop_source(&tokens[2..])?)
@@ -385,21 +302,8 @@ fn parse_show(tokens: &[Token]) -> Result<Option<OwnStatement>, EngineError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn split_keeps_semicolons_inside_strings_and_comments() {
-        let sql = "SELECT 'a;b' AS x; -- c;d\nSELECT $$e;f$$;\n\n;  ; SELECT 3";
-        let parts = split_statements(sql).unwrap();
-        assert_eq!(
-            parts,
-            vec!["SELECT 'a;b' AS x", "SELECT $$e;f$$", "SELECT 3"]
-        );
-    }
-
-    #[test]
-    fn split_handles_multibyte_text_and_lines() {
-        let sql = "SELECT 'héllo';\nSELECT\n  'wörld' AS w";
-        let parts = split_statements(sql).unwrap();
-        assert_eq!(parts, vec!["SELECT 'héllo'", "SELECT\n  'wörld' AS w"]);
+    fn parse_own(sql: &str) -> Result<Option<OwnStatement>, EngineError> {
+        super::parse_own(&RawStatement::from_text(sql)?)
     }
 
     #[test]
