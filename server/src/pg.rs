@@ -18,8 +18,7 @@ use freshet_sql::datafusion::arrow::datatypes::{DataType, Field};
 use freshet_sql::datafusion::execution::SendableRecordBatchStream;
 use freshet_sql::lifecycle::{Canceller, StatementGuard};
 use freshet_sql::{
-    compat, pg_types, Engine, EngineError, ErrorKind, Output, Prepared, RawStatement, Session,
-    TransactionKind,
+    compat, pg_types, Engine, EngineError, Output, Prepared, RawStatement, Session, TransactionKind,
 };
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
@@ -48,7 +47,7 @@ use pgwire::types::format::FormatOptions;
 use crate::config::User;
 use crate::metrics::Metrics;
 use crate::pg_encode::{encode_batch, pg_fields, pg_type};
-use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
+use crate::pg_stream::{send_copy, send_live};
 
 /// SCRAM iterations, as PostgreSQL's default.
 const SCRAM_ITERATIONS: usize = 4096;
@@ -435,46 +434,6 @@ fn rows_response(
 }
 
 impl QueryHandler {
-    /// `COPY (query) TO STDOUT`: runs the query (a SUBSCRIBE too) and sends its rows as COPY
-    /// data while they are produced.
-    async fn run_copy<C>(
-        &self,
-        client: &mut C,
-        connection: &Connection,
-        query: &str,
-        copy_format: CopyFormat,
-    ) -> Result<Response, EngineError>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let mut guard = StatementGuard::new(&connection.session, Some(&connection.canceller));
-        let engine = &self.frontend.engine;
-        let prepared = guard.prepare(engine, &connection.session, query).await?;
-        let output = guard
-            .run(engine.execute_prepared(&connection.session, &prepared, None))
-            .await?;
-        let stream = match output {
-            Output::Rows(stream) | Output::Live(stream) => stream,
-            Output::Command { .. } => {
-                return Err(EngineError::new(
-                    ErrorKind::InvalidStatement,
-                    "COPY (…) TO STDOUT needs a query that returns rows",
-                ))
-            }
-        };
-        let fields = pg_fields(
-            stream.schema().as_ref(),
-            &Format::UnifiedText,
-            format_options(&connection.session),
-        )
-        .map_err(|e| EngineError::unsupported(e.to_string()))?;
-        let rows = Box::pin(guard.stream(stream));
-        let sent = send_copy(client, rows, Arc::new(fields), copy_format).await?;
-        Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
-    }
-
     /// Runs one prepared statement and turns its output into a pgwire response.
     async fn run<C>(
         &self,
@@ -510,6 +469,20 @@ impl QueryHandler {
                 format,
                 format_options(&connection.session),
             )?)),
+            Output::CopyOut {
+                rows,
+                format: copy_format,
+            } => {
+                let fields = pg_fields(
+                    rows.schema().as_ref(),
+                    &Format::UnifiedText,
+                    format_options(&connection.session),
+                )
+                .map_err(|e| EngineError::unsupported(e.to_string()))?;
+                let rows = Box::pin(guard.stream(rows));
+                let sent = send_copy(client, rows, Arc::new(fields), copy_format).await?;
+                Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
+            }
             Output::Live(stream) => {
                 let fields = pg_fields(
                     stream.schema().as_ref(),
@@ -569,11 +542,6 @@ impl SimpleQueryHandler for QueryHandler {
             let sql = raw.text.clone();
             tracing::debug!(%sql, "simple query");
             let result = async {
-                if let Some((query, copy_format)) = parse_copy_to_stdout(&sql)? {
-                    return self
-                        .run_copy(client, &connection, &query, copy_format)
-                        .await;
-                }
                 // One guard from planning to the last row: statement_timeout and cancel
                 // apply to planning too.
                 let mut guard =

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use freshet_sql::datafusion::arrow::array::RecordBatch;
-use freshet_sql::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use freshet_sql::datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use freshet_sql::{EngineError, ErrorKind};
+use freshet_sql::{CopyFormat, EngineError, ErrorKind};
 
 use crate::pg_encode::encode_batch;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -18,126 +16,6 @@ use pgwire::error::PgWireError;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::PgWireBackendMessage;
-
-/// The text format of a COPY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyFormat {
-    /// PostgreSQL's text format: tab-separated, `\N` for NULL, backslash escapes.
-    Text,
-    /// CSV, with an optional header line.
-    Csv { header: bool },
-}
-
-/// `COPY (query) TO STDOUT [WITH] [(FORMAT csv, HEADER …)] | [CSV [HEADER]]`: the inner query
-/// and the format. `None` for any other statement.
-pub fn parse_copy_to_stdout(sql: &str) -> Result<Option<(String, CopyFormat)>, EngineError> {
-    let dialect = PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return Ok(None);
-    };
-    let tokens: Vec<Token> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
-        .collect();
-    let word = |i: usize| match tokens.get(i) {
-        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
-        _ => None,
-    };
-    if word(0).as_deref() != Some("COPY") || tokens.get(1) != Some(&Token::LParen) {
-        return Ok(None);
-    }
-    // The query: from after `(` to its matching `)`, cut from the text.
-    let open = sql.find('(').unwrap_or(0);
-    let mut depth = 0usize;
-    let mut close_token = None;
-    for (i, token) in tokens.iter().enumerate().skip(1) {
-        match token {
-            Token::LParen => depth += 1,
-            Token::RParen => {
-                depth -= 1;
-                if depth == 0 {
-                    close_token = Some(i);
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let Some(close_token) = close_token else {
-        return Err(EngineError::syntax("COPY (query): missing )"));
-    };
-    if word(close_token + 1).as_deref() != Some("TO")
-        || word(close_token + 2).as_deref() != Some("STDOUT")
-    {
-        return Ok(None);
-    }
-    // The closing parenthesis in the text: the last `)` before `TO STDOUT`.
-    let upper = sql.to_ascii_uppercase();
-    let to_at = upper
-        .rfind("STDOUT")
-        .and_then(|s| upper[..s].rfind("TO"))
-        .unwrap_or(sql.len());
-    let close = sql[..to_at].rfind(')').unwrap_or(sql.len());
-    let query = sql[open + 1..close].trim().to_string();
-
-    let mut format = CopyFormat::Text;
-    let mut header = false;
-    let options: Vec<String> = tokens[close_token + 3..]
-        .iter()
-        .filter_map(|t| match t {
-            Token::Word(w) => Some(w.value.to_ascii_uppercase()),
-            Token::SingleQuotedString(s) => Some(s.to_ascii_uppercase()),
-            Token::LParen | Token::RParen | Token::Comma => None,
-            other => Some(other.to_string().to_ascii_uppercase()),
-        })
-        .collect();
-    let mut i = 0;
-    while i < options.len() {
-        match options[i].as_str() {
-            "WITH" => {}
-            "CSV" => format = CopyFormat::Csv { header: false },
-            "FORMAT" => {
-                i += 1;
-                match options.get(i).map(String::as_str) {
-                    Some("CSV") => format = CopyFormat::Csv { header: false },
-                    Some("TEXT") => format = CopyFormat::Text,
-                    other => {
-                        return Err(EngineError::unsupported(format!(
-                            "COPY format {} is not supported: use text or csv",
-                            other.unwrap_or("(none)").to_ascii_lowercase()
-                        )))
-                    }
-                }
-            }
-            "HEADER" => {
-                header = !matches!(
-                    options.get(i + 1).map(String::as_str),
-                    Some("FALSE") | Some("OFF") | Some("0")
-                );
-                if matches!(
-                    options.get(i + 1).map(String::as_str),
-                    Some("TRUE" | "FALSE" | "ON" | "OFF" | "0" | "1")
-                ) {
-                    i += 1;
-                }
-            }
-            other => {
-                return Err(EngineError::new(
-                    ErrorKind::FeatureNotSupported,
-                    format!(
-                        "COPY … TO STDOUT option {} is not supported (supported: FORMAT text|csv, HEADER)",
-                        other.to_ascii_lowercase()
-                    ),
-                ))
-            }
-        }
-        i += 1;
-    }
-    if let CopyFormat::Csv { .. } = format {
-        format = CopyFormat::Csv { header };
-    }
-    Ok(Some((query, format)))
-}
 
 fn send_error(err: PgWireError) -> EngineError {
     EngineError::new(
@@ -315,31 +193,6 @@ fn csv_line(values: &[Option<&[u8]>]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_statements() {
-        let (query, format) =
-            parse_copy_to_stdout("COPY (SELECT a, ')' FROM t WHERE (b > 1)) TO STDOUT")
-                .unwrap()
-                .unwrap();
-        assert_eq!(query, "SELECT a, ')' FROM t WHERE (b > 1)");
-        assert_eq!(format, CopyFormat::Text);
-        let (query, format) =
-            parse_copy_to_stdout("copy (SUBSCRIBE v) to stdout with (format csv, header true);")
-                .unwrap()
-                .unwrap();
-        assert_eq!(query, "SUBSCRIBE v");
-        assert_eq!(format, CopyFormat::Csv { header: true });
-        assert_eq!(
-            parse_copy_to_stdout("COPY (SELECT 1) TO STDOUT CSV HEADER")
-                .unwrap()
-                .unwrap()
-                .1,
-            CopyFormat::Csv { header: true }
-        );
-        assert!(parse_copy_to_stdout("COPY t TO 'x.csv'").unwrap().is_none());
-        assert!(parse_copy_to_stdout("COPY (SELECT 1) TO STDOUT (FORMAT binary)").is_err());
-    }
 
     #[test]
     fn text_and_csv_escaping() {

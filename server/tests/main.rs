@@ -2,6 +2,7 @@
 
 mod avro;
 mod common;
+mod compat;
 mod flight;
 mod hostile;
 mod http_ingest;

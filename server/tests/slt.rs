@@ -6,6 +6,10 @@
 //! - a line `# freshet: restart` stops the server (SIGTERM) and starts it again on the same
 //!   data directory, to test what survives a restart.
 //!
+//! The type letters of a `query` record are checked against the column types the server
+//! describes: `I` for integers, `R` for floating point and numeric, `B` for booleans, `T` for
+//! everything else.
+//!
 //! `FRESHET_SLT_COMPLETE=1 cargo test slt` rewrites the expected output of files without a
 //! restart marker (review the diff before committing).
 
@@ -21,6 +25,30 @@ const RESTART_MARKER: &str = "# freshet: restart";
 
 struct Postgres {
     client: tokio_postgres::Client,
+}
+
+impl Postgres {
+    /// The type letter of each result column, from the types the server describes for the
+    /// statement (prepared over the extended protocol): `I` integers, `R` floating point and
+    /// numeric, `B` booleans, `T` everything else. `?` when the statement cannot be described, which fails
+    /// any expected letter.
+    async fn column_types(&self, sql: &str, columns: usize) -> Vec<DefaultColumnType> {
+        use tokio_postgres::types::Type;
+        let Ok(statement) = self.client.prepare(sql).await else {
+            return vec![DefaultColumnType::Any; columns];
+        };
+        statement
+            .columns()
+            .iter()
+            .map(|column| match *column.type_() {
+                Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => DefaultColumnType::Integer,
+                Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => DefaultColumnType::FloatingPoint,
+                // sqllogictest's letters have none for booleans: `B` (read as "any") is theirs.
+                Type::BOOL => DefaultColumnType::Any,
+                _ => DefaultColumnType::Text,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -70,7 +98,7 @@ impl sqllogictest::AsyncDB for Postgres {
         }
         match columns {
             Some(n) => Ok(DBOutput::Rows {
-                types: vec![DefaultColumnType::Any; n],
+                types: self.column_types(sql, n).await,
                 rows,
             }),
             None => Ok(DBOutput::StatementComplete(affected)),
@@ -140,7 +168,7 @@ async fn run_file(path: &Path) -> Result<(), String> {
                 " ",
                 sqllogictest::default_validator,
                 sqllogictest::default_normalizer,
-                sqllogictest::default_column_validator,
+                sqllogictest::strict_column_validator,
             )
             .await
             .map_err(|e| format!("{name}: {e}"))?;
@@ -158,7 +186,8 @@ async fn run_file(path: &Path) -> Result<(), String> {
             server = TestServer::start(work.path(), &Options::default());
         }
         let mut runner = runner(&server);
-        runner.with_column_validator(sqllogictest::default_column_validator);
+        // Column type letters are checked: `query IT` must return an integer and a text column.
+        runner.with_column_validator(sqllogictest::strict_column_validator);
         if let Err(err) = runner.run_script_async(part).await {
             return Err(format!(
                 "{name} (part {} after {index} restart(s)): {err}\nserver log:\n{}",

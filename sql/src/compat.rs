@@ -160,7 +160,9 @@ pub const RULES: &[Rule] = &[
         stage: Stage::Statement,
         scope: Scope::All,
         setup: &[],
-        example: "SELECT relname FROM pg_catalog.pg_class WHERE oid = 'pg_catalog.pg_class'::regclass",
+        // (A statement naming pg_* relations would take the client-queries path, which applies
+        // these rewrites too.)
+        example: "SELECT 'a' COLLATE \"C\" AS a",
     },
     Rule {
         name: LIKE_ESCAPE,
@@ -192,9 +194,13 @@ pub const RULES: &[Rule] = &[
         proof: "tests/python/test_drivers.py::test_sqlalchemy_reflection",
         stage: Stage::Statement,
         scope: Scope::All,
-        setup: &[],
-        example: "SELECT a.attname, (SELECT t.typname FROM pg_catalog.pg_type t WHERE t.oid = \
-                  a.atttypid) AS type FROM pg_catalog.pg_attribute a LIMIT 1",
+        setup: &[
+            "CREATE TABLE compat_a (id INT, t INT)",
+            "INSERT INTO compat_a VALUES (1, 10)",
+            "CREATE TABLE compat_b (id INT, name TEXT)",
+            "INSERT INTO compat_b VALUES (10, 'ten')",
+        ],
+        example: "SELECT a.id, (SELECT b.name FROM compat_b b WHERE b.id = a.t) AS name FROM compat_a a",
     },
     Rule {
         name: CASE_SUBQUERY,
@@ -205,8 +211,9 @@ pub const RULES: &[Rule] = &[
         stage: Stage::Statement,
         scope: Scope::All,
         setup: &[],
-        example: "SELECT CASE WHEN a.attnum > 0 THEN (SELECT count(*) FROM pg_catalog.pg_type t \
-                  WHERE t.oid = a.atttypid) END AS n FROM pg_catalog.pg_attribute a LIMIT 1",
+        // DataFusion 55 decorrelates the simple forms itself; the clients' catalog queries are
+        // what still need it.
+        example: "",
     },
     Rule {
         name: CURRENT_ROLE,
@@ -246,7 +253,7 @@ pub const RULES: &[Rule] = &[
         stage: Stage::Statement,
         scope: Scope::All,
         setup: &[],
-        example: "SELECT ARRAY(SELECT typname FROM pg_catalog.pg_type WHERE oid = 23) AS names",
+        example: "SELECT ARRAY(SELECT name FROM compat_b) AS names",
     },
     Rule {
         name: DUPLICATE_SELECT_NAMES,
@@ -270,21 +277,8 @@ pub struct ActiveRules {
 
 impl ActiveRules {
     pub(crate) fn for_session(session: &Session) -> Result<Self, EngineError> {
-        let mut disabled = HashSet::new();
-        for name in session.compat_rules_disabled() {
-            if !RULES.iter().any(|r| r.name == name) {
-                return Err(EngineError::new(
-                    crate::error::ErrorKind::InvalidParameterValue,
-                    format!(
-                        "unknown compatibility rule '{name}' in compat_rules_disabled (rules: {})",
-                        RULES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-            disabled.insert(name);
-        }
         Ok(Self {
-            disabled,
+            disabled: session.compat_rules_disabled().into_iter().collect(),
             question_marks: session.question_mark_placeholders(),
         })
     }
@@ -299,6 +293,22 @@ impl ActiveRules {
             _ => true,
         }
     }
+}
+
+/// Refuses a `compat_rules_disabled` value that names an unknown rule.
+pub(crate) fn check_rule_names(value: &str) -> Result<(), EngineError> {
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !RULES.iter().any(|r| r.name.eq_ignore_ascii_case(name)) {
+            return Err(EngineError::new(
+                crate::error::ErrorKind::InvalidParameterValue,
+                format!(
+                    "unknown compatibility rule '{name}' in compat_rules_disabled (rules: {})",
+                    RULES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The token-stage rules: the statement as the parser should read it, and the rules that
@@ -379,6 +389,69 @@ fn number_question_marks(raw: &RawStatement) -> Option<RawStatement> {
         }
     }
     Some(numbered)
+}
+
+/// `datafusion-pg-catalog`'s part: its parser (which replaces whole client catalog queries)
+/// and its statement rewrites.
+pub struct PgCatalogCompat {
+    parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
+    /// Its rewrites for statements that are not catalog queries: all but
+    /// `RemoveSubqueryFromProjection`, which replaces a correlated scalar subquery in a select
+    /// list by NULL — acceptable for a client's catalog lookup, a wrong answer in a user's
+    /// query (Freshet's own rule [`CORRELATED_SCALAR_SUBQUERIES`] plans those).
+    rewrites: Vec<Box<dyn datafusion_pg_catalog::sql::rules::SqlStatementRewriteRule>>,
+}
+
+impl std::fmt::Debug for PgCatalogCompat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgCatalogCompat").finish_non_exhaustive()
+    }
+}
+
+impl Default for PgCatalogCompat {
+    fn default() -> Self {
+        use datafusion_pg_catalog::sql::rules::*;
+        Self {
+            parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
+            rewrites: vec![
+                Box::new(AliasDuplicatedProjectionRewrite),
+                Box::new(ResolveUnqualifiedIdentifier),
+                Box::new(RewriteArrayAnyAllOperation),
+                Box::new(PrependUnqualifiedPgTableName),
+                Box::new(StripCallableQualifier),
+                Box::new(FixArrayLiteral),
+                Box::new(CurrentUserVariableToSessionUserFunctionCall),
+                Box::new(StripCollate),
+                Box::new(RewritePgCatalogOperator),
+                Box::new(RewriteRegCastToSubquery::new()),
+                Box::new(FixVersionColumnName),
+            ],
+        }
+    }
+}
+
+impl PgCatalogCompat {
+    /// A client catalog query read by `datafusion-pg-catalog`'s parser: its replacements of
+    /// whole queries, then all its rewrites.
+    pub(crate) fn parse_catalog_query(
+        &self,
+        text: &str,
+    ) -> Result<Vec<datafusion::sql::sqlparser::ast::Statement>, EngineError> {
+        self.parser
+            .parse(text)
+            .map_err(|e| EngineError::syntax(e.to_string()))
+    }
+
+    /// Its rewrites for any other statement.
+    pub(crate) fn rewrite(
+        &self,
+        mut statement: datafusion::sql::sqlparser::ast::Statement,
+    ) -> datafusion::sql::sqlparser::ast::Statement {
+        for rule in &self.rewrites {
+            statement = rule.rewrite(statement);
+        }
+        statement
+    }
 }
 
 /// The statement-stage rules of Freshet's own, on one parsed statement.

@@ -18,7 +18,6 @@ use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{CopyToStatement, CreateExternalTable, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{self, Value};
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use freshet_connectors::files::{
     build_object_store, resolve_location, split_store_options, LocationKind, PathPolicy,
     ResolvedLocation, SandboxedLocalStore,
@@ -33,6 +32,7 @@ use crate::limits::StatementLimits;
 use crate::pgnames;
 use crate::session::Session;
 use crate::sources::{check_watermark, CreateSource, SourceHandle, SourceTable};
+use crate::statement::copy::CopyFormat;
 use crate::statement::{
     self, OwnStatement, ParsedStatement, RawStatement, Statement, TransactionKind,
 };
@@ -68,6 +68,11 @@ pub enum Output {
     /// Rows that keep coming until the client stops reading (SUBSCRIBE): frontends send each
     /// batch as soon as it is produced.
     Live(SendableRecordBatchStream),
+    /// `COPY (…) TO STDOUT`: rows (possibly live) the frontend sends as COPY data.
+    CopyOut {
+        rows: SendableRecordBatchStream,
+        format: CopyFormat,
+    },
     /// A statement without rows.
     Command {
         /// The PostgreSQL command tag, e.g. `CREATE TABLE`, `INSERT 0 3`, `SET`.
@@ -84,6 +89,9 @@ impl std::fmt::Debug for Output {
         match self {
             Output::Rows(stream) => write!(f, "Rows({:?})", stream.schema()),
             Output::Live(stream) => write!(f, "Live({:?})", stream.schema()),
+            Output::CopyOut { rows, format } => {
+                write!(f, "CopyOut({format:?}, {:?})", rows.schema())
+            }
             Output::Command { tag, .. } => write!(f, "Command({tag})"),
         }
     }
@@ -129,6 +137,7 @@ enum PreparedKind {
     Own(OwnStatement),
     CreateExternalTable(Box<CreateExternalTable>),
     Copy(Box<CopyToStatement>),
+    CopyToClient { inner: Prepared, format: CopyFormat },
     Plan(Box<PlannedStatement>),
     Stream(Box<crate::streaming::statements::StreamStatement>),
     Model(Box<crate::models::statements::ModelStatement>),
@@ -191,7 +200,7 @@ struct Inner {
     policy: Arc<PathPolicy>,
     /// The template every session's context is cloned from.
     context: SessionContext,
-    compat_parser: PostgresCompatibilityParser,
+    compat_parser: compat::PgCatalogCompat,
     /// The catalog on disk. Held for the whole of any statement that changes the catalog or
     /// the rows of an in-memory table, so catalog and data files always agree.
     catalog: Mutex<CatalogStore>,
@@ -291,7 +300,7 @@ impl Engine {
                 config,
                 policy,
                 context,
-                compat_parser: PostgresCompatibilityParser::new(),
+                compat_parser: compat::PgCatalogCompat::default(),
                 catalog: Mutex::new(catalog),
                 unavailable: StdMutex::new(BTreeMap::new()),
                 sources: StdMutex::new(BTreeMap::new()),
@@ -492,6 +501,20 @@ impl Engine {
                 (PreparedKind::CreateExternalTable(cet), None, Vec::new())
             }
             Statement::CopyTo(copy) => (PreparedKind::Copy(copy), None, Vec::new()),
+            Statement::CopyToClient { query, format } => {
+                let inner = Box::pin(self.prepare_raw(session, &query, None)).await?;
+                if inner.schema().is_none() {
+                    return Err(EngineError::new(
+                        ErrorKind::InvalidStatement,
+                        "COPY (…) TO STDOUT needs a query that returns rows",
+                    ));
+                }
+                (
+                    PreparedKind::CopyToClient { inner, format },
+                    None,
+                    Vec::new(),
+                )
+            }
             Statement::Sql {
                 statement,
                 as_written,
@@ -706,6 +729,18 @@ impl Engine {
                 Ok(Output::command("CREATE TABLE"))
             }
             PreparedKind::Copy(copy) => self.copy_to(session, (**copy).clone()).await,
+            PreparedKind::CopyToClient { inner, format } => {
+                match Box::pin(self.execute_prepared(session, inner, None)).await? {
+                    Output::Rows(rows) | Output::Live(rows) => Ok(Output::CopyOut {
+                        rows,
+                        format: *format,
+                    }),
+                    _ => Err(EngineError::new(
+                        ErrorKind::InvalidStatement,
+                        "COPY (…) TO STDOUT needs a query that returns rows",
+                    )),
+                }
+            }
             PreparedKind::Plan(planned) => {
                 // The plan made at prepare time, unless the catalog, a model or the session's
                 // settings changed since.

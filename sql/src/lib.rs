@@ -33,6 +33,7 @@ pub use error::{EngineError, ErrorKind};
 pub use freshet_connectors as connectors;
 pub use functions::version_string;
 pub use session::{startup_parameters, Session, PG_SERVER_VERSION};
+pub use statement::copy::CopyFormat;
 pub use statement::{split, RawStatement, TransactionKind};
 pub use streaming::StreamDefaults;
 pub use windows::{

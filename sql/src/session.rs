@@ -343,6 +343,9 @@ impl Session {
         if let (Some(v), "statement_timeout") = (value, setting.key) {
             parse_duration_ms(v)?;
         }
+        if let (Some(v), "compat_rules_disabled") = (value, setting.key) {
+            crate::compat::check_rule_names(v)?;
+        }
         self.store(key, value);
         Ok(setting.reported.then(|| {
             let current = self.get(key).unwrap_or_default();

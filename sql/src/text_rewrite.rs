@@ -5,10 +5,7 @@
 
 use std::borrow::Cow;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
-use crate::statement::tokens::byte_offset;
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 /// A significant token (no whitespace or comment) with its byte range in the statement.
 pub(crate) struct Piece {
@@ -27,19 +24,16 @@ pub(crate) struct Edit {
 /// The significant tokens of `sql`, or `None` when it does not tokenize (the parser then
 /// reports the error).
 pub(crate) fn significant_pieces(sql: &str) -> Option<Vec<Piece>> {
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .ok()?;
-    let mut line_starts = vec![0];
-    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-    let pieces = tokens
+    let statements = crate::statement::split(sql).ok()?;
+    let pieces = statements
         .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
-        .map(|t| Piece {
-            start: byte_offset(&line_starts, sql, t.span.start),
-            end: byte_offset(&line_starts, sql, t.span.end),
-            token: t.token,
+        .flat_map(|statement| {
+            let base = statement.span.start;
+            statement.tokens.into_iter().map(move |t| Piece {
+                token: t.token,
+                start: base + t.start,
+                end: base + t.end,
+            })
         })
         .collect();
     Some(pieces)

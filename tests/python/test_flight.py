@@ -46,6 +46,28 @@ def test_parameters_are_bound_and_rebound(server):
         assert cur.fetch_arrow_table().column("next").to_pylist() == [42]
 
 
+def test_adbc_qmark_parameters_match_psycopg(server):
+    # ADBC's DB-API announces the qmark style; Flight sessions read `?` as $1, $2, … in order
+    # (compatibility rule qmark-placeholders).
+    assert flight_sql.paramstyle == "qmark"
+    query = "SELECT user_id, name FROM users WHERE country = {} AND user_id > {} ORDER BY user_id"
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as pg:
+        pg.execute(CREATE_USERS)
+        expected = pg.execute(query.format("%s", "%s"), ("DE", 0)).fetchall()
+    assert len(expected) == 2
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(query.format("?", "?"), parameters=("DE", 0))
+        assert cur.fetchall() == expected
+        # A question mark in a string is text, not a placeholder.
+        cur.execute("SELECT '?' AS q, ? + 1 AS p", parameters=(2,))
+        assert cur.fetchall() == [("?", 3)]
+        # The rule is what makes it work: without it `?` is PostgreSQL's operator.
+        cur.execute("SET compat_rules_disabled = 'qmark-placeholders'")
+        with pytest.raises(adbc_driver_manager.Error):
+            cur.execute(query.format("?", "?"), parameters=("DE", 0))
+            cur.fetchall()
+
+
 def test_updates_through_do_put(server):
     with connect(server) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE t (a INT, b VARCHAR)")

@@ -172,6 +172,7 @@ impl FlightSql {
                 stream.map(|batch| batch.map_err(EngineError::from)),
             )),
             (Output::Command { .. }, _) => Ok(encode(Arc::new(Schema::empty()), stream::empty())),
+            (Output::CopyOut { .. }, _) => Err(copy_out_refused()),
         }
     }
 
@@ -192,6 +193,7 @@ impl FlightSql {
             (Output::Rows(_) | Output::Live(_), _) => Err(Status::internal(
                 "a statement without a schema returned rows",
             )),
+            (Output::CopyOut { .. }, _) => Err(copy_out_refused()),
         }
     }
 
@@ -557,4 +559,13 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// `COPY (…) TO STDOUT` is PostgreSQL's protocol for sending rows; Flight sends the rows of the
+/// query itself.
+fn copy_out_refused() -> Status {
+    Status::invalid_argument(
+        "COPY (…) TO STDOUT sends COPY data over the PostgreSQL protocol; over Flight SQL, run \
+         the query itself",
+    )
 }

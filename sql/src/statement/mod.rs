@@ -15,6 +15,7 @@
 //!
 //! A new statement is added to [`recognise`] and given a grammar; nothing else looks at text.
 
+pub mod copy;
 pub(crate) mod own;
 pub mod tokens;
 
@@ -24,13 +25,12 @@ use datafusion::sql::parser::{
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use std::borrow::Cow;
 
 pub use own::{OwnStatement, TransactionKind};
 pub use tokens::{split, RawStatement};
 
-use crate::compat::{self, ActiveRules};
+use crate::compat::{self, ActiveRules, PgCatalogCompat};
 use crate::error::EngineError;
 use crate::models::statements::ModelStatement;
 use crate::session::Session;
@@ -52,6 +52,11 @@ pub enum Statement {
     CreateExternalTable(Box<CreateExternalTable>),
     /// DataFusion's `COPY … TO 'location'`.
     CopyTo(Box<CopyToStatement>),
+    /// `COPY (statement) TO STDOUT`: the statement's rows as COPY data to the client.
+    CopyToClient {
+        query: Box<RawStatement>,
+        format: copy::CopyFormat,
+    },
     /// Everything else: planned by DataFusion. `as_written` is the statement before the
     /// statement-stage compatibility rules, which result column names are taken from.
     Sql {
@@ -131,7 +136,7 @@ pub(crate) fn parse(
     raw: &RawStatement,
     session: &Session,
     rules: &ActiveRules,
-    pg_catalog: &PostgresCompatibilityParser,
+    pg_catalog: &PgCatalogCompat,
 ) -> Result<ParsedStatement, EngineError> {
     let (rewritten, rules_applied) = compat::apply_token_rules(Cow::Borrowed(raw), session, rules)?;
     let statement = read(&rewritten, rules, pg_catalog)?;
@@ -146,7 +151,7 @@ pub(crate) fn parse(
 fn read(
     raw: &RawStatement,
     rules: &ActiveRules,
-    pg_catalog: &PostgresCompatibilityParser,
+    pg_catalog: &PgCatalogCompat,
 ) -> Result<Statement, EngineError> {
     let kind = recognise(raw);
     let statement = match kind {
@@ -164,6 +169,12 @@ fn read(
             None => read_sql(raw, rules, pg_catalog)?,
         },
         Kind::DataFusionExtension => {
+            if let Some((query, format)) = copy::parse_copy_to_client(raw)? {
+                return Ok(Statement::CopyToClient {
+                    query: Box::new(query),
+                    format,
+                });
+            }
             let dialect = PostgreSqlDialect {};
             let mut parser = DFParserBuilder::new(raw.tokens_with_spans(0))
                 .with_dialect(&dialect)
@@ -212,14 +223,15 @@ fn expect_end(next: &Token) -> Result<(), EngineError> {
 /// one of the client queries [`compat::PG_CATALOG_CLIENT_QUERIES`] replaces.
 fn mentions_pg_catalog(raw: &RawStatement) -> bool {
     raw.token_list().any(|t| {
-        matches!(t, Token::Word(w) if w.value.len() > 3 && w.value[..3].eq_ignore_ascii_case("pg_"))
+        matches!(t, Token::Word(w) if w.value.len() > 3
+            && w.value.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("pg_")))
     })
 }
 
 fn read_sql(
     raw: &RawStatement,
     rules: &ActiveRules,
-    pg_catalog: &PostgresCompatibilityParser,
+    pg_catalog: &PgCatalogCompat,
 ) -> Result<Statement, EngineError> {
     let plain = || -> Result<ast::Statement, EngineError> {
         let mut parser = raw.sqlparser(0);
@@ -233,9 +245,7 @@ fn read_sql(
         if rules.on(compat::PG_CATALOG_CLIENT_QUERIES) && mentions_pg_catalog(raw) {
             // The replacements of whole client queries are matched by datafusion-pg-catalog on its
             // own tokens, so such a statement is read by its parser (which applies its rewrites too).
-            let mut statements = pg_catalog
-                .parse(&raw.text)
-                .map_err(|e| EngineError::syntax(e.to_string()))?;
+            let mut statements = pg_catalog.parse_catalog_query(&raw.text)?;
             if statements.len() != 1 {
                 return Err(EngineError::syntax(format!(
                     "expected one statement, found {}",
@@ -299,6 +309,21 @@ mod tests {
     }
 
     #[test]
+    fn catalog_detection_is_safe_on_any_text() {
+        for (sql, expected) in [
+            ("SELECT * FROM pg_class", true),
+            ("SELECT ñññ, 'pg_x'", false),
+            ("SELECT \"p€g_x\"", false),
+        ] {
+            assert_eq!(
+                mentions_pg_catalog(&RawStatement::from_text(sql).unwrap()),
+                expected,
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
     fn syntax_errors_say_where() {
         let session = Session::for_tests();
         let raw = RawStatement::from_text("SELECT (1 +\n  ) AS x").unwrap();
@@ -306,16 +331,20 @@ mod tests {
             &raw,
             &session,
             &ActiveRules::default(),
-            &PostgresCompatibilityParser::new(),
+            &PgCatalogCompat::default(),
         )
         .unwrap_err();
-        assert!(err.message().contains("Line: 2, Column: 3"), "{}", err.message());
+        assert!(
+            err.message().contains("Line: 2, Column: 3"),
+            "{}",
+            err.message()
+        );
         let raw = RawStatement::from_text("CREATE SINK s FROM v WITH connector").unwrap();
         let err = parse(
             &raw,
             &session,
             &ActiveRules::default(),
-            &PostgresCompatibilityParser::new(),
+            &PgCatalogCompat::default(),
         )
         .unwrap_err();
         assert!(

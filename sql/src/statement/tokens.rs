@@ -100,27 +100,54 @@ fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, EngineError> {
         .map_err(|e| EngineError::syntax(e.to_string()))
 }
 
-/// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
-pub(crate) fn byte_offset(line_starts: &[usize], sql: &str, location: Location) -> usize {
-    let line_index = (location.line as usize).saturating_sub(1);
-    let Some(&line_start) = line_starts.get(line_index) else {
-        return sql.len();
-    };
-    let column = (location.column as usize).saturating_sub(1);
-    sql[line_start..]
-        .char_indices()
-        .nth(column)
-        .map(|(offset, _)| line_start + offset)
-        .unwrap_or(sql.len())
+/// Turns tokenizer locations (1-based line and character column) into byte offsets, walking
+/// forward from the last location asked: tokens come in order, so a whole request costs one
+/// pass over its text (asking each location from the start of its line would be quadratic on
+/// a long one-line statement).
+struct Locator<'a> {
+    sql: &'a str,
+    line: u64,
+    column: u64,
+    byte: usize,
+}
+
+impl<'a> Locator<'a> {
+    fn new(sql: &'a str) -> Self {
+        Self {
+            sql,
+            line: 1,
+            column: 1,
+            byte: 0,
+        }
+    }
+
+    fn offset(&mut self, location: Location) -> usize {
+        if (location.line, location.column) < (self.line, self.column) {
+            // Not expected (locations only grow); start again from the beginning.
+            *self = Self::new(self.sql);
+        }
+        let mut chars = self.sql[self.byte..].chars();
+        while (self.line, self.column) < (location.line, location.column) {
+            let Some(c) = chars.next() else {
+                return self.sql.len();
+            };
+            self.byte += c.len_utf8();
+            if c == '\n' {
+                self.line += 1;
+                self.column = 1;
+            } else {
+                self.column += 1;
+            }
+        }
+        self.byte
+    }
 }
 
 /// Tokenises `sql` once and cuts it into statements at semicolons (the tokenizer has already
 /// kept semicolons inside strings, comments and dollar quotes). Empty statements are dropped.
 pub fn split(sql: &str) -> Result<Vec<RawStatement>, EngineError> {
     let tokens = tokenize(sql)?;
-    let mut line_starts = vec![0];
-    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-
+    let mut locator = Locator::new(sql);
     let mut statements = Vec::new();
     let mut current: Vec<(Token, Span, usize, usize)> = Vec::new();
     for token in tokens {
@@ -128,8 +155,8 @@ pub fn split(sql: &str) -> Result<Vec<RawStatement>, EngineError> {
             Token::SemiColon => push_statement(sql, std::mem::take(&mut current), &mut statements),
             Token::EOF | Token::Whitespace(_) => {}
             other => {
-                let start = byte_offset(&line_starts, sql, token.span.start);
-                let end = byte_offset(&line_starts, sql, token.span.end).max(start);
+                let start = locator.offset(token.span.start);
+                let end = locator.offset(token.span.end).max(start);
                 current.push((other, token.span, start, end));
             }
         }
@@ -242,6 +269,13 @@ impl<'a> Cursor<'a> {
 
     pub(crate) fn token(&self) -> Option<&'a Token> {
         self.raw.tokens.get(self.at).map(|t| &t.token)
+    }
+
+    /// Moves past one token.
+    pub(crate) fn skip(&mut self) {
+        if self.at < self.raw.tokens.len() {
+            self.at += 1;
+        }
     }
 
     pub(crate) fn next_is(&self, token: &Token) -> bool {
