@@ -9,13 +9,15 @@ pub struct Metrics {
     pub pg_connections_active: AtomicU64,
     pub pg_connections_total: AtomicU64,
     pub pg_connections_refused: AtomicU64,
-    pub queries_total: AtomicU64,
-    pub query_errors_total: AtomicU64,
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every counter; statement counts are the engine's,
+    /// over every frontend.
+    pub fn render(&self, engine: &freshet_sql::Engine) -> String {
+        let (statements, statement_errors) = engine.statement_counts();
+        let (statements, statement_errors) =
+            (AtomicU64::new(statements), AtomicU64::new(statement_errors));
         let rows: [(&str, &str, &str, &AtomicU64); 5] = [
             (
                 "freshet_pg_connections_active",
@@ -39,13 +41,13 @@ impl Metrics {
                 "freshet_statements_total",
                 "counter",
                 "Statements run.",
-                &self.queries_total,
+                &statements,
             ),
             (
                 "freshet_statement_errors_total",
                 "counter",
                 "Statements that failed before producing a result.",
-                &self.query_errors_total,
+                &statement_errors,
             ),
         ];
         let mut out = String::new();

@@ -450,18 +450,9 @@ impl QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let metrics = &self.frontend.metrics;
-        metrics.queries_total.fetch_add(1, Ordering::Relaxed);
         let output = guard
-            .run(
-                self.frontend
-                    .engine
-                    .execute_prepared(&connection.session, prepared, params),
-            )
-            .await
-            .inspect_err(|_| {
-                metrics.query_errors_total.fetch_add(1, Ordering::Relaxed);
-            })?;
+            .execute(&self.frontend.engine, &connection.session, prepared, params)
+            .await?;
         match output {
             Output::Rows(stream) => Ok(Response::Query(rows_response(
                 stream,

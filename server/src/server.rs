@@ -77,7 +77,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         config.max_connections,
         metrics.clone(),
     ));
-    let flight = FlightFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
+    let flight = FlightFrontend::new(engine.clone(), &config.auth.users);
     tasks.spawn(crate::flight::serve(
         flight_listener,
         flight,

@@ -215,6 +215,10 @@ struct Inner {
     next_session: AtomicU64,
     /// Counts changes of the catalog (see [`PlanVersion`]).
     catalog_version: AtomicU64,
+    /// Statements run through [`crate::lifecycle::StatementGuard::execute`], and those that
+    /// failed before producing a result.
+    statements: AtomicU64,
+    statement_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -308,6 +312,8 @@ impl Engine {
                 models,
                 next_session: AtomicU64::new(1),
                 catalog_version: AtomicU64::new(0),
+                statements: AtomicU64::new(0),
+                statement_errors: AtomicU64::new(0),
             }),
         };
         engine.restore().await;
@@ -664,6 +670,22 @@ impl Engine {
             models: self.inner.models.version(),
             settings: session.settings_version(),
         }
+    }
+
+    /// Statements run so far, and how many of them failed (over every frontend).
+    pub fn statement_counts(&self) -> (u64, u64) {
+        (
+            self.inner.statements.load(Ordering::Relaxed),
+            self.inner.statement_errors.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn count_statement(&self) {
+        self.inner.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_statement_error(&self) {
+        self.inner.statement_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks every plan made so far as out of date.

@@ -98,6 +98,21 @@ impl StatementGuard {
         }
     }
 
+    /// Runs a prepared statement within the guard: the one call every frontend makes to run a
+    /// statement, which counts it (and its failure) in [`Engine::statement_counts`].
+    pub async fn execute(
+        &mut self,
+        engine: &Engine,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<datafusion::common::ParamValues>,
+    ) -> Result<crate::Output, EngineError> {
+        engine.count_statement();
+        self.run(engine.execute_prepared(session, prepared, params))
+            .await
+            .inspect_err(|_| engine.count_statement_error())
+    }
+
     /// Runs `work` unless the statement must stop first.
     pub async fn run<T>(
         &mut self,

@@ -50,7 +50,6 @@ use self::auth::{credentials, refused, Credentials, Users};
 use self::registry::{random_hex, Registry, SessionKey};
 use self::service::FlightSql;
 use crate::config::User;
-use crate::metrics::Metrics;
 
 /// Most calls in flight on one client connection at once.
 const STREAMS_PER_CONNECTION_MAX: u32 = 64;
@@ -113,10 +112,10 @@ pub struct FlightFrontend {
 }
 
 impl FlightFrontend {
-    pub fn new(engine: Engine, users: &[User], metrics: Arc<Metrics>) -> Self {
+    pub fn new(engine: Engine, users: &[User]) -> Self {
         let registry = Registry::new(engine.clone());
         Self {
-            sql: FlightSql::new(engine, registry.clone(), metrics),
+            sql: FlightSql::new(engine, registry.clone()),
             users: Users::new(users),
             registry,
         }

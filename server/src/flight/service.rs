@@ -8,7 +8,6 @@
 //! Commands without rows (`CREATE …`, `SET …`, `INSERT …` sent as a query) run when the client
 //! asks for their `FlightInfo`, which then lists no endpoints: there is nothing to fetch.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arrow_flight::sql::metadata::SqlInfoData;
@@ -36,14 +35,12 @@ use super::results::{
     schema_bytes, DoGetStream,
 };
 use super::{status, Caller};
-use crate::metrics::Metrics;
 
 /// The Flight SQL service. Authentication happened before any of these methods run: each
 /// request carries its [`Caller`].
 pub struct FlightSql {
     pub(super) engine: Engine,
     registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
     sql_info: SqlInfoData,
 }
 
@@ -84,11 +81,10 @@ impl FlightSql {
             .ok_or_else(unknown_handle)
     }
 
-    pub fn new(engine: Engine, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(engine: Engine, registry: Arc<Registry>) -> Self {
         Self {
             engine,
             registry,
-            metrics,
             sql_info: sql_info(),
         }
     }
@@ -122,21 +118,19 @@ impl FlightSql {
         prepared: &Prepared,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<(Output, StatementGuard), Status> {
-        self.metrics.queries_total.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(sql = prepared.sql(), "flight statement");
         let mut guard = StatementGuard::new(session, None);
         let result = guard
-            .run(
-                self.engine
-                    .execute_prepared(session, prepared, params.map(ParamValues::from)),
+            .execute(
+                &self.engine,
+                session,
+                prepared,
+                params.map(ParamValues::from),
             )
             .await;
         match result {
             Ok(output) => Ok((output, guard)),
             Err(err) => {
-                self.metrics
-                    .query_errors_total
-                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(sql = prepared.sql(), error = %err, "flight statement failed");
                 Err(status(&err))
             }

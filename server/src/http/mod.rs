@@ -56,7 +56,7 @@ async fn health() -> impl IntoResponse {
 async fn render_metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render(&state.engine),
     )
 }
 
