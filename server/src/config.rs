@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// [default: 60s].
     #[arg(long, env = "FRESHET_AUTHENTICATION_TIMEOUT")]
     pub authentication_timeout: Option<String>,
+    /// PEM certificate (chain) for TLS on pgwire, Flight and HTTP; needs --tls-key-file.
+    #[arg(long, env = "FRESHET_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FRESHET_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse unencrypted connections on every frontend [default: false: TLS is offered and
+    /// plain connections are still accepted].
+    #[arg(long, env = "FRESHET_TLS_REQUIRE", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_require: Option<bool>,
 }
 
 /// The config file's shape.
@@ -89,6 +99,26 @@ struct FileConfig {
     auth: AuthConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    tls: FileTls,
+}
+
+/// `[tls]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    require: Option<bool>,
+}
+
+/// Where the TLS certificate and key are, and whether plain connections are refused.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Refuse unencrypted connections (pgwire: FATAL 28000; HTTP: 400; Flight: closed).
+    pub require: bool,
 }
 
 /// `[http]` in the config file: the HTTP API's limits and CORS.
@@ -157,6 +187,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The HTTP API's limits and CORS.
     pub http: HttpConfig,
+    /// TLS for all three frontends; `None`: clear text only.
+    pub tls: Option<TlsSettings>,
     /// Where the server was started; relative paths in SQL resolve here.
     pub base_dir: PathBuf,
 }
@@ -186,6 +218,29 @@ const MESSAGE_BYTES_MIN: usize = 16 * 1024;
 fn addr(text: &str) -> SocketAddr {
     // Only called on the constants below, which are valid addresses.
     text.parse().expect("built-in address")
+}
+
+/// The TLS settings from flags and the `[tls]` table: a certificate needs its key, and
+/// requiring TLS needs both.
+fn tls_settings(
+    args: &ServeArgs,
+    file: FileTls,
+    absolute: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<Option<TlsSettings>> {
+    let cert_file = args.tls_cert_file.clone().or(file.cert_file);
+    let key_file = args.tls_key_file.clone().or(file.key_file);
+    let require = args.tls_require.or(file.require).unwrap_or(false);
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsSettings {
+            cert_file: absolute(cert_file),
+            key_file: absolute(key_file),
+            require,
+        })),
+        (Some(_), None) => bail!("[tls] cert_file (--tls-cert-file) is set but key_file (--tls-key-file) is not: TLS needs both"),
+        (None, Some(_)) => bail!("[tls] key_file (--tls-key-file) is set but cert_file (--tls-cert-file) is not: TLS needs both"),
+        (None, None) if require => bail!("[tls] require (--tls-require) needs a certificate: set cert_file and key_file (`freshet gen-cert` makes a pair for development)"),
+        (None, None) => Ok(None),
+    }
 }
 
 impl Config {
@@ -264,6 +319,7 @@ impl Config {
             )?,
             auth: file.auth,
             http: file.http,
+            tls: tls_settings(args, file.tls, &absolute)?,
             base_dir,
         };
         config.validate()?;
@@ -346,5 +402,48 @@ mod tests {
         };
         let err = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(err.contains("pg_adr"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("freshet.toml");
+        let load = |text: &str, args: ServeArgs| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&ServeArgs {
+                config: Some(path.clone()),
+                ..args
+            })
+        };
+        let config = load(
+            "[tls]\ncert_file = \"server.crt\"\nkey_file = \"/etc/server.key\"\n",
+            ServeArgs::default(),
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert!(tls.cert_file.is_absolute() && tls.cert_file.ends_with("server.crt"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/server.key"));
+        assert!(!tls.require);
+        // The flag wins over the file.
+        let config = load(
+            "[tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nrequire = false\n",
+            ServeArgs {
+                tls_require: Some(true),
+                ..ServeArgs::default()
+            },
+        )
+        .unwrap();
+        assert!(config.tls.unwrap().require);
+        let err = format!(
+            "{:#}",
+            load("[tls]\ncert_file = \"a.crt\"\n", ServeArgs::default()).unwrap_err()
+        );
+        assert!(err.contains("key_file"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[tls]\nrequire = true\n", ServeArgs::default()).unwrap_err()
+        );
+        assert!(err.contains("needs a certificate"), "{err}");
+        assert!(load("", ServeArgs::default()).unwrap().tls.is_none());
     }
 }

@@ -13,7 +13,7 @@
 //!   connection without authentication (closed with the connection) and per bearer token with
 //!   it, in bounded maps.
 //! - [`status`], the one place an [`EngineError`] becomes a gRPC status.
-//! - [`serve`], the listener, with a connection limit.
+//! - [`serve`], the listener, with a connection limit and TLS (see [`crate::tls`]).
 //!
 //! It must not reach past the engine into DataFusion's session: catalog metadata is read with
 //! SQL over `information_schema`, through the engine.
@@ -41,7 +41,7 @@ use freshet_sql::{Engine, EngineError, ErrorKind, Session};
 use futures::stream;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::Connected;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -323,7 +323,7 @@ impl FlightService for FlightFrontend {
 /// An accepted connection. Holds its place under the connection limit, and closes its session
 /// when tonic drops it at the end of the connection.
 struct TrackedStream {
-    socket: TcpStream,
+    socket: crate::tls::Stream,
     info: ConnectionInfo,
     registry: Arc<Registry>,
     _permit: OwnedSemaphorePermit,
@@ -384,57 +384,43 @@ impl AsyncWrite for TrackedStream {
     }
 }
 
-/// Accepts connections up to the limit; connections beyond it are closed at once.
-struct Acceptor {
+/// Serves Flight SQL on `listener` until the task is aborted. At most `connections_max`
+/// client connections are open at once; connections beyond are closed at once. With `tls`,
+/// connections are encrypted (grpc+tls), and clear-text ones served or refused as it says.
+pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
-    limit: Arc<Semaphore>,
+    frontend: FlightFrontend,
     connections_max: usize,
-    next_id: AtomicU64,
-}
-
-impl Acceptor {
-    async fn accept(&self) -> TrackedStream {
-        loop {
-            let (socket, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "flight accept failed");
-                    continue;
-                }
-            };
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, connections_max = self.connections_max, "flight connection refused: too many connections");
-                continue;
-            };
-            let _ = socket.set_nodelay(true);
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            return TrackedStream {
-                socket,
+    tls: Option<Arc<crate::tls::Handshake>>,
+) {
+    let limit = Arc::new(Semaphore::new(connections_max));
+    // The place under the limit is taken before the TLS handshake, so handshakes count too.
+    let admit = move |peer: SocketAddr| match limit.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            tracing::warn!(%peer, connections_max, "flight connection refused: too many connections");
+            None
+        }
+    };
+    let accepted = crate::tls::incoming(listener, tls, admit);
+    let registry = frontend.registry.clone();
+    let next_id = AtomicU64::new(1);
+    let incoming = Box::pin(stream::unfold(accepted, move |mut accepted| {
+        let registry = registry.clone();
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let connection = accepted.recv().await?;
+            let stream = TrackedStream {
+                socket: connection.stream,
                 info: ConnectionInfo {
                     id,
-                    peer: Some(peer),
+                    peer: Some(connection.peer),
                 },
-                registry: self.registry.clone(),
-                _permit: permit,
+                registry,
+                _permit: connection.admitted,
             };
+            Some((Ok::<_, std::io::Error>(stream), accepted))
         }
-    }
-}
-
-/// Serves Flight SQL on `listener` until the task is aborted. At most `connections_max`
-/// client connections are open at once.
-pub async fn serve(listener: TcpListener, frontend: FlightFrontend, connections_max: usize) {
-    let acceptor = Acceptor {
-        listener,
-        registry: frontend.registry.clone(),
-        limit: Arc::new(Semaphore::new(connections_max)),
-        connections_max,
-        next_id: AtomicU64::new(1),
-    };
-    let incoming = Box::pin(stream::unfold(acceptor, |acceptor| async move {
-        let stream = acceptor.accept().await;
-        Some((Ok::<_, std::io::Error>(stream), acceptor))
     }));
     let service = FlightServiceServer::new(frontend).max_decoding_message_size(MESSAGE_BYTES_MAX);
     let result = tonic::transport::Server::builder()
