@@ -12,3 +12,4 @@ mod psql;
 mod slt;
 mod streaming;
 mod tansu;
+mod tls;
