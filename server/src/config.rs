@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// [default: 60s].
     #[arg(long, env = "FRESHET_AUTHENTICATION_TIMEOUT")]
     pub authentication_timeout: Option<String>,
+    /// How long the answer to a first failed login from an address is delayed; it doubles with
+    /// each further failure from that address within a minute, up to 32 times. `0` turns it
+    /// off [default: 500ms].
+    #[arg(long, env = "FRESHET_AUTH_FAILURE_DELAY")]
+    pub auth_failure_delay: Option<String>,
+    /// A pgwire session idle this long (waiting for a query, outside a transaction) is closed
+    /// with FATAL 57P05, as PostgreSQL's `idle_session_timeout`; `0` never [default: 0].
+    #[arg(long, env = "FRESHET_IDLE_SESSION_TIMEOUT")]
+    pub idle_session_timeout: Option<String>,
     /// PEM certificate (chain) for TLS on pgwire, Flight and HTTP; needs --tls-key-file.
     #[arg(long, env = "FRESHET_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -95,6 +104,8 @@ struct FileConfig {
     max_statement_bytes: Option<usize>,
     max_expression_depth: Option<usize>,
     authentication_timeout: Option<String>,
+    auth_failure_delay: Option<String>,
+    idle_session_timeout: Option<String>,
     #[serde(default)]
     auth: AuthConfig,
     #[serde(default)]
@@ -182,6 +193,10 @@ pub struct Config {
     pub statement_limits: StatementLimits,
     /// How long a connection may take to finish start-up and authentication.
     pub authentication_timeout: Duration,
+    /// The delay of the answer to a first failed login from an address (zero: none).
+    pub auth_failure_delay: Duration,
+    /// How long a pgwire session may sit idle (zero: forever).
+    pub idle_session_timeout: Duration,
     /// Defaults of continuous queries.
     pub streams: StreamDefaults,
     pub auth: AuthConfig,
@@ -218,6 +233,27 @@ const MESSAGE_BYTES_MIN: usize = 16 * 1024;
 fn addr(text: &str) -> SocketAddr {
     // Only called on the constants below, which are valid addresses.
     text.parse().expect("built-in address")
+}
+
+/// A duration setting where `0` (off) is allowed.
+fn optional_duration(name: &str, text: Option<String>, default: Duration) -> Result<Duration> {
+    match text {
+        None => Ok(default),
+        // `0`, `0s`, `0 ms`: off (parse_duration accepts positive durations only).
+        Some(text)
+            if text
+                .trim()
+                .split(|c: char| c.is_ascii_alphabetic() || c.is_whitespace())
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+                == Some(0.0) =>
+        {
+            Ok(Duration::ZERO)
+        }
+        Some(text) => {
+            parse_duration(name, &text).map_err(|e| anyhow::anyhow!(e.message().to_string()))
+        }
+    }
 }
 
 /// The TLS settings from flags and the `[tls]` table: a certificate needs its key, and
@@ -311,6 +347,18 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!(e.message().to_string()))?,
                 None => Duration::from_secs(60),
             },
+            auth_failure_delay: optional_duration(
+                "auth_failure_delay",
+                args.auth_failure_delay.clone().or(file.auth_failure_delay),
+                Duration::from_millis(500),
+            )?,
+            idle_session_timeout: optional_duration(
+                "idle_session_timeout",
+                args.idle_session_timeout
+                    .clone()
+                    .or(file.idle_session_timeout),
+                Duration::ZERO,
+            )?,
             streams: stream_defaults(
                 args.checkpoint_interval
                     .clone()
@@ -445,5 +493,29 @@ mod tests {
         );
         assert!(err.contains("needs a certificate"), "{err}");
         assert!(load("", ServeArgs::default()).unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn login_delay_and_idle_session_timeout_take_zero_for_off() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.auth_failure_delay, Duration::from_millis(500));
+        assert_eq!(config.idle_session_timeout, Duration::ZERO);
+        let config = Config::load(&ServeArgs {
+            auth_failure_delay: Some("0s".into()),
+            idle_session_timeout: Some("2min".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.auth_failure_delay, Duration::ZERO);
+        assert_eq!(config.idle_session_timeout, Duration::from_secs(120));
+        let err = Config::load(&ServeArgs {
+            idle_session_timeout: Some("soon".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("idle_session_timeout"),
+            "{err:#}"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod pg;
 mod pg_encode;
 mod pg_stream;
 mod server;
+mod throttle;
 mod tls;
 
 use std::process::ExitCode;

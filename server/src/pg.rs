@@ -34,8 +34,8 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type, METADATA_USER,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -48,6 +48,7 @@ use crate::config::User;
 use crate::metrics::Metrics;
 use crate::pg_encode::{encode_batch, pg_fields, pg_type};
 use crate::pg_stream::{parse_copy_to_stdout, send_copy, send_live, CopyFormat};
+use crate::throttle::LoginThrottle;
 
 /// SCRAM iterations, as PostgreSQL's default.
 const SCRAM_ITERATIONS: usize = 4096;
@@ -73,6 +74,8 @@ pub struct PgFrontend {
     metrics: Arc<Metrics>,
     /// Refuse start-up on a connection that did not negotiate TLS (`[tls] require`).
     tls_required: bool,
+    /// Delays the answer to failed logins, per client address.
+    throttle: Arc<LoginThrottle>,
 }
 
 impl PgFrontend {
@@ -81,6 +84,7 @@ impl PgFrontend {
         users: &[User],
         metrics: Arc<Metrics>,
         tls_required: bool,
+        throttle: Arc<LoginThrottle>,
     ) -> Arc<Self> {
         let users = (!users.is_empty()).then(|| Arc::new(UserStore::new(users)));
         Arc::new(Self {
@@ -89,6 +93,7 @@ impl PgFrontend {
             cancels: Arc::new(CancelRegistry::default()),
             metrics,
             tls_required,
+            throttle,
         })
     }
 }
@@ -132,6 +137,7 @@ impl PgWireServerHandlers for Handlers {
         };
         Arc::new(Startup {
             tls_required: self.frontend.tls_required,
+            throttle: self.frontend.throttle.clone(),
             auth,
         })
     }
@@ -237,6 +243,7 @@ impl ServerParameterProvider for ServerParameters {
 /// Connection start-up: the TLS requirement, then authentication.
 struct Startup {
     tls_required: bool,
+    throttle: Arc<LoginThrottle>,
     auth: Auth,
 }
 
@@ -286,8 +293,8 @@ impl StartupHandler for Startup {
                 return Err(tls_required_error(client));
             }
         }
-        match &self.auth {
-            Auth::Scram(handler) => handler.on_startup(client, message).await,
+        let scram = match &self.auth {
+            Auth::Scram(handler) => handler,
             Auth::Trust => {
                 if let PgWireFrontendMessage::Startup(ref startup) = message {
                     protocol_negotiation(client, startup).await?;
@@ -296,9 +303,23 @@ impl StartupHandler for Startup {
                     client.set_pid_and_secret_key(pid, secret_key);
                     finish_authentication(client, &server_parameters()).await?;
                 }
-                Ok(())
+                return Ok(());
             }
+        };
+        let result = scram.on_startup(client, message).await;
+        let ip = client.socket_addr().ip();
+        match &result {
+            // A wrong password (or user), or a SCRAM exchange that does not add up: the
+            // error is sent only after the delay.
+            Err(PgWireError::InvalidPassword(_) | PgWireError::InvalidScramMessage(_)) => {
+                self.throttle.delay_failure(ip).await
+            }
+            Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
+                self.throttle.succeeded(ip)
+            }
+            _ => {}
         }
+        result
     }
 }
 

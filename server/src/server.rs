@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::flight::FlightFrontend;
 use crate::metrics::Metrics;
 use crate::pg::PgFrontend;
+use crate::throttle::LoginThrottle;
 use crate::tls::ServerTls;
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -80,6 +81,9 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     // Wire-level bounds, applied by pgwire's decoder to every connection.
     pgwire::messages::set_frontend_message_length_max(config.max_message_bytes);
     pgwire::tokio::set_startup_timeout(config.authentication_timeout);
+    pgwire::tokio::set_idle_session_timeout(config.idle_session_timeout);
+    // One record of failed logins for pgwire and Flight: guessing on one does not reset the other.
+    let throttle = Arc::new(LoginThrottle::new(config.auth_failure_delay));
 
     let mut tasks = JoinSet::new();
     let frontend = PgFrontend::new(
@@ -87,6 +91,7 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         &config.auth.users,
         metrics.clone(),
         tls.as_ref().is_some_and(ServerTls::required),
+        throttle.clone(),
     );
     tasks.spawn(accept_pg(
         pg_listener,
@@ -95,7 +100,12 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
         metrics.clone(),
         tls.as_ref().map(ServerTls::pg_acceptor),
     ));
-    let flight = FlightFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
+    let flight = FlightFrontend::new(
+        engine.clone(),
+        &config.auth.users,
+        metrics.clone(),
+        throttle.clone(),
+    );
     tasks.spawn(crate::flight::serve(
         flight_listener,
         flight,

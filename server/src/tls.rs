@@ -443,8 +443,10 @@ pub fn gen_cert(args: &GenCertArgs) -> Result<GeneratedFiles> {
     // A name of its own, so that two development CAs are never mistaken for each other by a
     // client looking the issuer up by name.
     let tag: u32 = rand::random();
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("Freshet development CA {tag:08x}"));
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("Freshet development CA {tag:08x}"),
+    );
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     // A little in the past, so a clock slightly behind still accepts the certificates.

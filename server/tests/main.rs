@@ -9,6 +9,7 @@ mod kafka;
 mod models;
 mod pg;
 mod psql;
+mod sessions;
 mod slt;
 mod streaming;
 mod tansu;

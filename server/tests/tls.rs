@@ -84,7 +84,11 @@ async fn psql_verifies_the_server_and_clear_text_still_works_when_tls_is_optiona
     // verify-full checks the chain against the CA and the host name (IP and DNS SANs).
     for host in ["127.0.0.1", "localhost"] {
         let (ok, out, err) = psql(
-            &conninfo(&server, host, &format!("sslmode=verify-full sslrootcert={ca}")),
+            &conninfo(
+                &server,
+                host,
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
             "SELECT 40 + 2",
         );
         assert!(ok, "psql verify-full to {host} failed: {err}");
@@ -114,7 +118,10 @@ async fn psql_verifies_the_server_and_clear_text_still_works_when_tls_is_optiona
 
     // Optional TLS: clear text is served (psql sslmode=disable and tokio-postgres, which
     // sends no SSLRequest).
-    let (ok, out, err) = psql(&conninfo(&server, "127.0.0.1", "sslmode=disable"), "SELECT 7");
+    let (ok, out, err) = psql(
+        &conninfo(&server, "127.0.0.1", "sslmode=disable"),
+        "SELECT 7",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "7");
     let client = server.client().await;
@@ -160,7 +167,11 @@ async fn psql_verifies_the_server_and_clear_text_still_works_when_tls_is_optiona
 async fn clear_text_is_refused_on_every_frontend_when_tls_is_required() {
     let work = tempfile::tempdir().unwrap();
     let (server, ca) = start_tls(work.path(), true, &[]);
-    assert!(server.logs().contains("(TLS required)"), "{}", server.logs());
+    assert!(
+        server.logs().contains("(TLS required)"),
+        "{}",
+        server.logs()
+    );
 
     // pgwire: FATAL 28000 before any password is asked, as PostgreSQL's pg_hba refusal.
     let err = server.connect_as("tls_user", None).await.unwrap_err();
@@ -170,9 +181,15 @@ async fn clear_text_is_refused_on_every_frontend_when_tls_is_required() {
         message.contains("requires TLS") && message.contains("user \"tls_user\""),
         "{message}"
     );
-    let (ok, _, stderr) = psql(&conninfo(&server, "127.0.0.1", "sslmode=disable"), "SELECT 1");
+    let (ok, _, stderr) = psql(
+        &conninfo(&server, "127.0.0.1", "sslmode=disable"),
+        "SELECT 1",
+    );
     assert!(!ok);
-    assert!(stderr.contains("FATAL:  connection without TLS refused"), "{stderr}");
+    assert!(
+        stderr.contains("FATAL:  connection without TLS refused"),
+        "{stderr}"
+    );
     // libpq's sslmode=allow tries clear text first, then retries with TLS after the refusal.
     let (ok, out, err) = psql(&conninfo(&server, "127.0.0.1", "sslmode=allow"), "SELECT 3");
     assert!(ok, "{err}");
@@ -261,7 +278,11 @@ fn bad_certificate_files_stop_start_up_with_their_name() {
         "{err}"
     );
     gen_cert(&work.path().join("certs"));
-    std::fs::write(work.path().join("certs/broken.key"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        work.path().join("certs/broken.key"),
+        "-----BEGIN PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let err = run("[tls]\ncert_file = \"certs/server.crt\"\nkey_file = \"certs/broken.key\"\n");
     assert!(err.contains("broken.key"), "{err}");
     let err = run("[tls]\ncert_file = \"certs/ca.key\"\nkey_file = \"certs/server.key\"\n");

@@ -46,11 +46,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::Connected;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use self::auth::{credentials, refused, Credentials, Users};
+use self::auth::{credentials, is_refused, refused, Credentials, Users};
 use self::registry::{random_hex, Registry, SessionKey};
 use self::service::FlightSql;
 use crate::config::User;
 use crate::metrics::Metrics;
+use crate::throttle::LoginThrottle;
 
 /// Most calls in flight on one client connection at once.
 const STREAMS_PER_CONNECTION_MAX: u32 = 64;
@@ -110,15 +111,44 @@ pub struct FlightFrontend {
     sql: FlightSql,
     users: Option<Users>,
     registry: Arc<Registry>,
+    /// Delays the answer to wrong passwords, per client address.
+    throttle: Arc<LoginThrottle>,
 }
 
 impl FlightFrontend {
-    pub fn new(engine: Engine, users: &[User], metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: Engine,
+        users: &[User],
+        metrics: Arc<Metrics>,
+        throttle: Arc<LoginThrottle>,
+    ) -> Self {
         let registry = Registry::new(engine.clone());
         Self {
             sql: FlightSql::new(engine, registry.clone(), metrics),
             users: Users::new(users),
             registry,
+            throttle,
+        }
+    }
+
+    /// [`Self::authenticate`], with a wrong user name or password answered only after the
+    /// failed-login delay of the caller's address, and a right one clearing its failures.
+    async fn admit<T>(&self, request: &mut Request<T>) -> Result<Option<String>, Status> {
+        let result = self.authenticate(request);
+        self.after_login(peer_ip(request), &result).await;
+        result
+    }
+
+    async fn after_login(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        result: &Result<Option<String>, Status>,
+    ) {
+        let Some(ip) = ip else { return };
+        match result {
+            Err(status) if is_refused(status) => self.throttle.delay_failure(ip).await,
+            Ok(Some(_)) => self.throttle.succeeded(ip),
+            _ => {}
         }
     }
 
@@ -194,6 +224,15 @@ impl FlightFrontend {
     }
 }
 
+/// The client's address, from the connection the call came on.
+fn peer_ip<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|c| c.peer)
+        .map(|p| p.ip())
+}
+
 /// Adds `authorization: Bearer <token>` to a response that issued a token.
 fn with_token<T>(mut response: Response<T>, issued: Option<String>) -> Response<T> {
     if let Some(token) = issued {
@@ -229,7 +268,9 @@ impl FlightService for FlightFrontend {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let token = self.handshake_token(&request)?;
+        let token = self.handshake_token(&request);
+        self.after_login(peer_ip(&request), &token).await;
+        let token = token?;
         let payload = token.clone().unwrap_or_default().into_bytes();
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -243,7 +284,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.list_flights(request).await?, issued))
     }
 
@@ -251,7 +292,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.get_flight_info(request).await?, issued))
     }
 
@@ -259,7 +300,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(
             self.sql.poll_flight_info(request).await?,
             issued,
@@ -270,7 +311,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.get_schema(request).await?, issued))
     }
 
@@ -278,7 +319,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         let response = if is_flight_sql_command(&request.get_ref().ticket) {
             self.sql.do_get(request).await?
         } else {
@@ -291,7 +332,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.do_put(request).await?, issued))
     }
 
@@ -299,7 +340,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.do_exchange(request).await?, issued))
     }
 
@@ -307,7 +348,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.do_action(request).await?, issued))
     }
 
@@ -315,7 +356,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.list_actions(request).await?, issued))
     }
 }
