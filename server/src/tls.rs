@@ -154,7 +154,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => anyhow::anyhow!(
             "TLS key file {} holds no private key (expected PEM: -----BEGIN PRIVATE KEY-----, \
-             RSA PRIVATE KEY or EC PRIVATE KEY)",
+             RSA PRIVATE KEY or EC PRIVATE KEY; an ENCRYPTED PRIVATE KEY must be decrypted \
+             first, e.g. with `openssl pkey`)",
             path.display()
         ),
         other => anyhow::anyhow!("TLS key file {} is not valid PEM: {other}", path.display()),
