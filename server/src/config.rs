@@ -66,6 +66,25 @@ pub struct ServeArgs {
     /// [default: 60s].
     #[arg(long, env = "FRESHET_AUTHENTICATION_TIMEOUT")]
     pub authentication_timeout: Option<String>,
+    /// How long the answer to a first failed login from an address is delayed; it doubles with
+    /// each further failure from that address within a minute, up to 32 times. `0` turns it
+    /// off [default: 500ms].
+    #[arg(long, env = "FRESHET_AUTH_FAILURE_DELAY")]
+    pub auth_failure_delay: Option<String>,
+    /// A pgwire session idle this long (waiting for a query, outside a transaction) is closed
+    /// with FATAL 57P05, as PostgreSQL's `idle_session_timeout`; `0` never [default: 0].
+    #[arg(long, env = "FRESHET_IDLE_SESSION_TIMEOUT")]
+    pub idle_session_timeout: Option<String>,
+    /// PEM certificate (chain) for TLS on pgwire, Flight and HTTP; needs --tls-key-file.
+    #[arg(long, env = "FRESHET_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FRESHET_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse unencrypted connections on every frontend [default: false: TLS is offered and
+    /// plain connections are still accepted].
+    #[arg(long, env = "FRESHET_TLS_REQUIRE", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_require: Option<bool>,
 }
 
 /// The config file's shape.
@@ -85,10 +104,32 @@ struct FileConfig {
     max_statement_bytes: Option<usize>,
     max_expression_depth: Option<usize>,
     authentication_timeout: Option<String>,
+    auth_failure_delay: Option<String>,
+    idle_session_timeout: Option<String>,
     #[serde(default)]
     auth: AuthConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    tls: FileTls,
+}
+
+/// `[tls]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    require: Option<bool>,
+}
+
+/// Where the TLS certificate and key are, and whether plain connections are refused.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Refuse unencrypted connections (pgwire: FATAL 28000; HTTP: 400; Flight: closed).
+    pub require: bool,
 }
 
 /// `[http]` in the config file: the HTTP API's limits and CORS.
@@ -152,11 +193,17 @@ pub struct Config {
     pub statement_limits: StatementLimits,
     /// How long a connection may take to finish start-up and authentication.
     pub authentication_timeout: Duration,
+    /// The delay of the answer to a first failed login from an address (zero: none).
+    pub auth_failure_delay: Duration,
+    /// How long a pgwire session may sit idle (zero: forever).
+    pub idle_session_timeout: Duration,
     /// Defaults of continuous queries.
     pub streams: StreamDefaults,
     pub auth: AuthConfig,
     /// The HTTP API's limits and CORS.
     pub http: HttpConfig,
+    /// TLS for all three frontends; `None`: clear text only.
+    pub tls: Option<TlsSettings>,
     /// Where the server was started; relative paths in SQL resolve here.
     pub base_dir: PathBuf,
 }
@@ -186,6 +233,50 @@ const MESSAGE_BYTES_MIN: usize = 16 * 1024;
 fn addr(text: &str) -> SocketAddr {
     // Only called on the constants below, which are valid addresses.
     text.parse().expect("built-in address")
+}
+
+/// A duration setting where `0` (off) is allowed.
+fn optional_duration(name: &str, text: Option<String>, default: Duration) -> Result<Duration> {
+    match text {
+        None => Ok(default),
+        // `0`, `0s`, `0 ms`: off (parse_duration accepts positive durations only).
+        Some(text)
+            if text
+                .trim()
+                .split(|c: char| c.is_ascii_alphabetic() || c.is_whitespace())
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+                == Some(0.0) =>
+        {
+            Ok(Duration::ZERO)
+        }
+        Some(text) => {
+            parse_duration(name, &text).map_err(|e| anyhow::anyhow!(e.message().to_string()))
+        }
+    }
+}
+
+/// The TLS settings from flags and the `[tls]` table: a certificate needs its key, and
+/// requiring TLS needs both.
+fn tls_settings(
+    args: &ServeArgs,
+    file: FileTls,
+    absolute: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<Option<TlsSettings>> {
+    let cert_file = args.tls_cert_file.clone().or(file.cert_file);
+    let key_file = args.tls_key_file.clone().or(file.key_file);
+    let require = args.tls_require.or(file.require).unwrap_or(false);
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsSettings {
+            cert_file: absolute(cert_file),
+            key_file: absolute(key_file),
+            require,
+        })),
+        (Some(_), None) => bail!("[tls] cert_file (--tls-cert-file) is set but key_file (--tls-key-file) is not: TLS needs both"),
+        (None, Some(_)) => bail!("[tls] key_file (--tls-key-file) is set but cert_file (--tls-cert-file) is not: TLS needs both"),
+        (None, None) if require => bail!("[tls] require (--tls-require) needs a certificate: set cert_file and key_file (`freshet gen-cert` makes a pair for development)"),
+        (None, None) => Ok(None),
+    }
 }
 
 impl Config {
@@ -256,6 +347,18 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!(e.message().to_string()))?,
                 None => Duration::from_secs(60),
             },
+            auth_failure_delay: optional_duration(
+                "auth_failure_delay",
+                args.auth_failure_delay.clone().or(file.auth_failure_delay),
+                Duration::from_millis(500),
+            )?,
+            idle_session_timeout: optional_duration(
+                "idle_session_timeout",
+                args.idle_session_timeout
+                    .clone()
+                    .or(file.idle_session_timeout),
+                Duration::ZERO,
+            )?,
             streams: stream_defaults(
                 args.checkpoint_interval
                     .clone()
@@ -264,6 +367,7 @@ impl Config {
             )?,
             auth: file.auth,
             http: file.http,
+            tls: tls_settings(args, file.tls, &absolute)?,
             base_dir,
         };
         config.validate()?;
@@ -346,5 +450,72 @@ mod tests {
         };
         let err = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(err.contains("pg_adr"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("freshet.toml");
+        let load = |text: &str, args: ServeArgs| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&ServeArgs {
+                config: Some(path.clone()),
+                ..args
+            })
+        };
+        let config = load(
+            "[tls]\ncert_file = \"server.crt\"\nkey_file = \"/etc/server.key\"\n",
+            ServeArgs::default(),
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert!(tls.cert_file.is_absolute() && tls.cert_file.ends_with("server.crt"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/server.key"));
+        assert!(!tls.require);
+        // The flag wins over the file.
+        let config = load(
+            "[tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nrequire = false\n",
+            ServeArgs {
+                tls_require: Some(true),
+                ..ServeArgs::default()
+            },
+        )
+        .unwrap();
+        assert!(config.tls.unwrap().require);
+        let err = format!(
+            "{:#}",
+            load("[tls]\ncert_file = \"a.crt\"\n", ServeArgs::default()).unwrap_err()
+        );
+        assert!(err.contains("key_file"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[tls]\nrequire = true\n", ServeArgs::default()).unwrap_err()
+        );
+        assert!(err.contains("needs a certificate"), "{err}");
+        assert!(load("", ServeArgs::default()).unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn login_delay_and_idle_session_timeout_take_zero_for_off() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.auth_failure_delay, Duration::from_millis(500));
+        assert_eq!(config.idle_session_timeout, Duration::ZERO);
+        let config = Config::load(&ServeArgs {
+            auth_failure_delay: Some("0s".into()),
+            idle_session_timeout: Some("2min".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.auth_failure_delay, Duration::ZERO);
+        assert_eq!(config.idle_session_timeout, Duration::from_secs(120));
+        let err = Config::load(&ServeArgs {
+            idle_session_timeout: Some("soon".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("idle_session_timeout"),
+            "{err:#}"
+        );
     }
 }

@@ -10,6 +10,8 @@ mod pg;
 mod pg_encode;
 mod pg_stream;
 mod server;
+mod throttle;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run the server with a small generated dataset already registered.
     Demo(ServeArgs),
+    /// Write a development CA and a server certificate signed by it (for `[tls]`); clients
+    /// verify the server with ca.crt. For production, use certificates from your own CA.
+    GenCert(tls::GenCertArgs),
 }
 
 fn init_logging() {
@@ -73,11 +78,32 @@ fn init_panic_logging() {
 /// Stack of each runtime worker thread (virtual memory: only what is used is resident).
 const WORKER_STACK_BYTES: usize = 16 * 1024 * 1024;
 
+fn gen_cert(args: &tls::GenCertArgs) -> ExitCode {
+    match tls::gen_cert(args) {
+        Ok(files) => {
+            println!(
+                "wrote {ca}, {cert} and {key} (and the CA's key ca.key, which signs; keep it or delete it)\n\
+                 server: [tls] cert_file = \"{cert}\", key_file = \"{key}\"\n\
+                 clients: verify with {ca}, e.g. psql \"host=localhost sslmode=verify-full sslrootcert={ca}\"",
+                ca = files.ca_cert.display(),
+                cert = files.cert.display(),
+                key = files.key.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("freshet: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     init_panic_logging();
     let (args, demo) = match cli.command {
+        Command::GenCert(args) => return gen_cert(&args),
         Command::Serve(args) => (args, false),
         Command::Demo(mut args) => {
             if args.data_dir.is_none() {

@@ -34,8 +34,8 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type, METADATA_USER,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -48,6 +48,7 @@ use crate::config::User;
 use crate::metrics::Metrics;
 use crate::pg_encode::{encode_batch, pg_fields, pg_type};
 use crate::pg_stream::{send_copy, send_live};
+use crate::throttle::LoginThrottle;
 
 /// SCRAM iterations, as PostgreSQL's default.
 const SCRAM_ITERATIONS: usize = 4096;
@@ -71,16 +72,28 @@ pub struct PgFrontend {
     users: Option<Arc<UserStore>>,
     cancels: Arc<CancelRegistry>,
     metrics: Arc<Metrics>,
+    /// Refuse start-up on a connection that did not negotiate TLS (`[tls] require`).
+    tls_required: bool,
+    /// Delays the answer to failed logins, per client address.
+    throttle: Arc<LoginThrottle>,
 }
 
 impl PgFrontend {
-    pub fn new(engine: Engine, users: &[User], metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        engine: Engine,
+        users: &[User],
+        metrics: Arc<Metrics>,
+        tls_required: bool,
+        throttle: Arc<LoginThrottle>,
+    ) -> Arc<Self> {
         let users = (!users.is_empty()).then(|| Arc::new(UserStore::new(users)));
         Arc::new(Self {
             engine,
             users,
             cancels: Arc::new(CancelRegistry::default()),
             metrics,
+            tls_required,
+            throttle,
         })
     }
 }
@@ -114,13 +127,18 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         // A fresh handler per connection: the SCRAM handler keeps the exchange's state.
-        Arc::new(match &self.frontend.users {
-            Some(users) => Startup::Scram(Box::new(
+        let auth = match &self.frontend.users {
+            Some(users) => Auth::Scram(Box::new(
                 SASLAuthStartupHandler::new(Arc::new(server_parameters()))
                     .with_scram(scram(users.clone()))
                     .with_pid_secret_key_generator(pid_generator()),
             )),
-            None => Startup::Trust,
+            None => Auth::Trust,
+        };
+        Arc::new(Startup {
+            tls_required: self.frontend.tls_required,
+            throttle: self.frontend.throttle.clone(),
+            auth,
         })
     }
 
@@ -222,10 +240,37 @@ impl ServerParameterProvider for ServerParameters {
     }
 }
 
-/// Authentication at connection start-up: none (any user name) or SCRAM-SHA-256.
-enum Startup {
+/// Connection start-up: the TLS requirement, then authentication.
+struct Startup {
+    tls_required: bool,
+    throttle: Arc<LoginThrottle>,
+    auth: Auth,
+}
+
+/// Authentication: none (any user name) or SCRAM-SHA-256.
+enum Auth {
     Trust,
     Scram(Box<SASLAuthStartupHandler<ServerParameters>>),
+}
+
+/// The answer to a start-up packet on a clear-text connection when TLS is required: FATAL
+/// 28000 (invalid_authorization_specification), as PostgreSQL answers a connection no
+/// `hostssl`-only pg_hba.conf matches. Sent before any password is asked for.
+fn tls_required_error<C: ClientInfo>(client: &C) -> PgWireError {
+    let user = client
+        .metadata()
+        .get(METADATA_USER)
+        .map(String::as_str)
+        .unwrap_or("");
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        "28000".to_string(),
+        format!(
+            "connection without TLS refused for host \"{}\", user \"{user}\": this server \
+             requires TLS (connect with sslmode=require or stronger)",
+            client.socket_addr().ip()
+        ),
+    )))
 }
 
 #[async_trait]
@@ -240,9 +285,17 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Scram(handler) => handler.on_startup(client, message).await,
-            Startup::Trust => {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            if self.tls_required && !client.is_secure() {
+                tracing::info!(peer = %client.socket_addr(), "connection without TLS refused: TLS is required");
+                // For the message's user name; the connection closes after the error.
+                save_startup_parameters_to_metadata(client, startup);
+                return Err(tls_required_error(client));
+            }
+        }
+        let scram = match &self.auth {
+            Auth::Scram(handler) => handler,
+            Auth::Trust => {
                 if let PgWireFrontendMessage::Startup(ref startup) = message {
                     protocol_negotiation(client, startup).await?;
                     save_startup_parameters_to_metadata(client, startup);
@@ -250,9 +303,23 @@ impl StartupHandler for Startup {
                     client.set_pid_and_secret_key(pid, secret_key);
                     finish_authentication(client, &server_parameters()).await?;
                 }
-                Ok(())
+                return Ok(());
             }
+        };
+        let result = scram.on_startup(client, message).await;
+        let ip = client.socket_addr().ip();
+        match &result {
+            // A wrong password (or user), or a SCRAM exchange that does not add up: the
+            // error is sent only after the delay.
+            Err(PgWireError::InvalidPassword(_) | PgWireError::InvalidScramMessage(_)) => {
+                self.throttle.delay_failure(ip).await
+            }
+            Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
+                self.throttle.succeeded(ip)
+            }
+            _ => {}
         }
+        result
     }
 }
 
@@ -738,35 +805,55 @@ impl ExtendedQueryHandler for QueryHandler {
     }
 }
 
-/// How long a refused client gets to send its start-up packet before the refusal is sent
-/// anyway.
+/// How long a refused client gets to send its start-up packet (and finish a TLS handshake);
+/// one that takes longer is closed without an answer.
 const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Answers a connection over `max_connections` the way PostgreSQL does: it reads the client's
-/// start-up packet (declining TLS and GSS encryption first, as a server without them), then
-/// sends `FATAL 53300 sorry, too many clients already` and closes, so psql and the drivers
-/// show that message instead of "server closed the connection unexpectedly".
-pub async fn refuse_too_many_clients(mut socket: tokio::net::TcpStream) {
+/// start-up packet, then sends `FATAL 53300 sorry, too many clients already` and closes, so
+/// psql and the drivers show that message instead of "server closed the connection
+/// unexpectedly". GSS encryption is declined; TLS is accepted when the server has it (`tls`),
+/// so a client that requires TLS reads the refusal too, and declined otherwise.
+pub async fn refuse_too_many_clients(
+    mut socket: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    use tokio::io::AsyncWriteExt;
+
+    let refuse = async {
+        // At most an SSL request, a GSS request and the start-up packet itself.
+        for _ in 0..3 {
+            match read_startup_packet(&mut socket).await? {
+                StartupPacket::SslRequest if tls.is_some() => {
+                    socket.write_all(b"S").await?;
+                    let Some(acceptor) = &tls else { break };
+                    let mut secure = acceptor.accept(socket).await?;
+                    read_startup_packet(&mut secure).await?;
+                    send_too_many_clients(&mut secure).await;
+                    return Ok(());
+                }
+                StartupPacket::SslRequest | StartupPacket::GssRequest => {
+                    socket.write_all(b"N").await?
+                }
+                StartupPacket::Other => break,
+            }
+        }
+        send_too_many_clients(&mut socket).await;
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(REFUSAL_READ_TIMEOUT, refuse).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, "refused client went away"),
+        Err(_) => tracing::debug!("refused client sent no start-up packet in time"),
+    }
+}
+
+/// Sends FATAL 53300 and closes.
+async fn send_too_many_clients<S: tokio::io::AsyncWrite + Unpin>(socket: &mut S) {
     use pgwire::messages::response::ErrorResponse;
     use pgwire::messages::Message;
     use tokio::io::AsyncWriteExt;
 
-    let read_startup = async {
-        // At most an SSL request, a GSS request and the start-up packet itself.
-        for _ in 0..3 {
-            match read_startup_packet(&mut socket).await? {
-                StartupPacket::EncryptionRequest => socket.write_all(b"N").await?,
-                StartupPacket::Other => return Ok(()),
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    if tokio::time::timeout(REFUSAL_READ_TIMEOUT, read_startup)
-        .await
-        .is_err()
-    {
-        tracing::debug!("refused client sent no start-up packet in time");
-    }
     let info = ErrorInfo::new(
         "FATAL".to_string(),
         "53300".to_string(),
@@ -780,14 +867,18 @@ pub async fn refuse_too_many_clients(mut socket: tokio::net::TcpStream) {
 }
 
 enum StartupPacket {
-    /// SSLRequest or GSSENCRequest: answered with `N`, then the client sends another packet.
-    EncryptionRequest,
+    /// SSLRequest: answered with `S` (then TLS) or `N`, then the client sends another packet.
+    SslRequest,
+    /// GSSENCRequest: answered with `N`, then the client sends another packet.
+    GssRequest,
     /// A start-up packet, a cancel request or anything else.
     Other,
 }
 
 /// Reads one length-prefixed start-up-phase packet (at most 10 000 bytes, as pgwire allows).
-async fn read_startup_packet(socket: &mut tokio::net::TcpStream) -> std::io::Result<StartupPacket> {
+async fn read_startup_packet<S: tokio::io::AsyncRead + Unpin>(
+    socket: &mut S,
+) -> std::io::Result<StartupPacket> {
     use tokio::io::AsyncReadExt;
     const SSL_REQUEST: i32 = 80_877_103;
     const GSS_REQUEST: i32 = 80_877_104;
@@ -798,18 +889,23 @@ async fn read_startup_packet(socket: &mut tokio::net::TcpStream) -> std::io::Res
     let mut body = vec![0u8; length as usize - 4];
     socket.read_exact(&mut body).await?;
     let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    Ok(if code == SSL_REQUEST || code == GSS_REQUEST {
-        StartupPacket::EncryptionRequest
-    } else {
-        StartupPacket::Other
+    Ok(match code {
+        SSL_REQUEST => StartupPacket::SslRequest,
+        GSS_REQUEST => StartupPacket::GssRequest,
+        _ => StartupPacket::Other,
     })
 }
 
-/// Serves one accepted socket until the client leaves.
-pub async fn serve_socket(socket: tokio::net::TcpStream, frontend: Arc<PgFrontend>) {
+/// Serves one accepted socket until the client leaves. With `tls`, an SSLRequest is accepted
+/// and the connection encrypted (pgwire negotiates it, within the start-up timeout).
+pub async fn serve_socket(
+    socket: tokio::net::TcpStream,
+    frontend: Arc<PgFrontend>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let peer = socket.peer_addr().ok();
     let _ = socket.set_nodelay(true);
-    if let Err(err) = pgwire::tokio::process_socket(socket, None, Handlers::new(frontend)).await {
+    if let Err(err) = pgwire::tokio::process_socket(socket, tls, Handlers::new(frontend)).await {
         tracing::debug!(?peer, error = %err, "connection ended with an error");
     }
 }

@@ -15,9 +15,16 @@ use crate::config::Config;
 use crate::flight::FlightFrontend;
 use crate::metrics::Metrics;
 use crate::pg::PgFrontend;
+use crate::throttle::LoginThrottle;
+use crate::tls::ServerTls;
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: Config, demo: bool) -> Result<()> {
+    // First, so a bad certificate stops start-up before anything else is done.
+    let tls = match &config.tls {
+        Some(settings) => Some(ServerTls::load(settings, config.authentication_timeout)?),
+        None => None,
+    };
     let engine = Engine::open(EngineConfig {
         data_dir: config.data_dir.clone(),
         allowed_roots: config.allowed_roots.clone(),
@@ -46,16 +53,22 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let pg_listener = bind(config.pg_addr, "pgwire").await?;
     let pg_addr = pg_listener.local_addr()?;
-    warn_if_exposed(&config, "pgwire", pg_addr);
+    warn_if_exposed(&config, tls.is_some(), "pgwire", pg_addr);
     let flight_listener = bind(config.flight_addr, "flight").await?;
     let flight_addr = flight_listener.local_addr()?;
-    warn_if_exposed(&config, "flight", flight_addr);
+    warn_if_exposed(&config, tls.is_some(), "flight", flight_addr);
     let http_listener = bind(config.http_addr, "http").await?;
     let http_addr = http_listener.local_addr()?;
-    tracing::info!("pgwire listening on {pg_addr}");
-    tracing::info!("flight listening on {flight_addr}");
+    warn_if_exposed(&config, tls.is_some(), "http", http_addr);
+    let encryption = match &tls {
+        None => "",
+        Some(tls) if tls.required() => " (TLS required)",
+        Some(_) => " (TLS optional)",
+    };
+    tracing::info!("pgwire listening on {pg_addr}{encryption}");
+    tracing::info!("flight listening on {flight_addr}{encryption}");
     // Logged last: test harnesses take this line to mean every listener is up.
-    tracing::info!("http listening on {http_addr}");
+    tracing::info!("http listening on {http_addr}{encryption}");
     if let Some(live) = &live {
         crate::demo::print_banner(
             pg_addr,
@@ -68,24 +81,46 @@ pub async fn run(config: Config, demo: bool) -> Result<()> {
     // Wire-level bounds, applied by pgwire's decoder to every connection.
     pgwire::messages::set_frontend_message_length_max(config.max_message_bytes);
     pgwire::tokio::set_startup_timeout(config.authentication_timeout);
+    pgwire::tokio::set_idle_session_timeout(config.idle_session_timeout);
+    // One record of failed logins for pgwire and Flight: guessing on one does not reset the other.
+    let throttle = Arc::new(LoginThrottle::new(config.auth_failure_delay));
 
     let mut tasks = JoinSet::new();
-    let frontend = PgFrontend::new(engine.clone(), &config.auth.users, metrics.clone());
+    let frontend = PgFrontend::new(
+        engine.clone(),
+        &config.auth.users,
+        metrics.clone(),
+        tls.as_ref().is_some_and(ServerTls::required),
+        throttle.clone(),
+    );
     tasks.spawn(accept_pg(
         pg_listener,
         frontend,
         config.max_connections,
         metrics.clone(),
+        tls.as_ref().map(ServerTls::pg_acceptor),
     ));
-    let flight = FlightFrontend::new(engine.clone(), &config.auth.users);
+    let flight = FlightFrontend::new(engine.clone(), &config.auth.users, throttle.clone());
     tasks.spawn(crate::flight::serve(
         flight_listener,
         flight,
         config.max_connections,
+        tls.as_ref().map(ServerTls::flight),
     ));
     let router = crate::http::router(metrics.clone(), engine.clone(), config.http.clone());
+    let http_tls = tls.as_ref().map(ServerTls::http);
     tasks.spawn(async move {
-        if let Err(err) = axum::serve(http_listener, router).await {
+        let served = match http_tls {
+            None => axum::serve(http_listener, router).await,
+            Some(handshake) => {
+                let listener = crate::tls::Listener {
+                    local_addr: http_addr,
+                    incoming: crate::tls::incoming(http_listener, Some(handshake), |_| Some(())),
+                };
+                axum::serve(listener, router).await
+            }
+        };
+        if let Err(err) = served {
             tracing::error!(error = %err, "http server stopped");
         }
     });
@@ -106,8 +141,18 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
         .with_context(|| format!("could not listen for {what} on {addr}"))
 }
 
-fn warn_if_exposed(config: &Config, protocol: &str, addr: SocketAddr) {
-    if !addr.ip().is_loopback() && !config.auth_enabled() {
+fn warn_if_exposed(config: &Config, tls: bool, protocol: &str, addr: SocketAddr) {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !tls {
+        tracing::warn!(
+            "{protocol} listens on {addr}, which is not a loopback address, WITHOUT TLS: \
+             passwords, tokens and results travel in clear text. Set [tls] cert_file and \
+             key_file in the config file (see docs/security.md)"
+        );
+    }
+    if protocol != "http" && !config.auth_enabled() {
         tracing::warn!(
             "{protocol} listens on {addr}, which is not a loopback address, WITHOUT AUTHENTICATION: \
              anyone who can reach it can read every table. Add [[auth.users]] to the config file \
@@ -124,6 +169,7 @@ async fn accept_pg(
     frontend: Arc<PgFrontend>,
     max_connections: usize,
     metrics: Arc<Metrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
     // Refusals are answered on tasks of their own, a bounded number at once: beyond that a
@@ -145,18 +191,20 @@ async fn accept_pg(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%peer, max_connections, "connection refused: too many connections");
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    crate::pg::refuse_too_many_clients(socket).await;
+                    crate::pg::refuse_too_many_clients(socket, tls).await;
                     drop(refusal);
                 });
             }
             continue;
         };
         let frontend = frontend.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             // The catch-all: a panic left anywhere under a connection (our code or a
             // dependency's) ends that connection with one line in the log, never the server.
-            let served = AssertUnwindSafe(crate::pg::serve_socket(socket, frontend))
+            let served = AssertUnwindSafe(crate::pg::serve_socket(socket, frontend, tls))
                 .catch_unwind()
                 .await;
             if served.is_err() {

@@ -10,6 +10,8 @@ mod kafka;
 mod models;
 mod pg;
 mod psql;
+mod sessions;
 mod slt;
 mod streaming;
 mod tansu;
+mod tls;

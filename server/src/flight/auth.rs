@@ -102,7 +102,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The error every failed authentication returns.
 pub fn refused() -> Status {
-    Status::unauthenticated("invalid user name or password")
+    Status::unauthenticated(REFUSED)
+}
+
+const REFUSED: &str = "invalid user name or password";
+
+/// Whether `status` is [`refused`]: a wrong user name or password (not a missing or expired
+/// token), which the failed-login delay applies to.
+pub fn is_refused(status: &Status) -> bool {
+    status.code() == tonic::Code::Unauthenticated && status.message() == REFUSED
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //!   connection without authentication (closed with the connection) and per bearer token with
 //!   it, in bounded maps.
 //! - [`status`], the one place an [`EngineError`] becomes a gRPC status.
-//! - [`serve`], the listener, with a connection limit.
+//! - [`serve`], the listener, with a connection limit and TLS (see [`crate::tls`]).
 //!
 //! It must not reach past the engine into DataFusion's session: catalog metadata is read with
 //! SQL over `information_schema`, through the engine.
@@ -41,15 +41,16 @@ use freshet_sql::{Engine, EngineError, ErrorKind, Session};
 use futures::stream;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::Connected;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use self::auth::{credentials, refused, Credentials, Users};
+use self::auth::{credentials, is_refused, refused, Credentials, Users};
 use self::registry::{random_hex, Registry, SessionKey};
 use self::service::FlightSql;
 use crate::config::User;
+use crate::throttle::LoginThrottle;
 
 /// Most calls in flight on one client connection at once.
 const STREAMS_PER_CONNECTION_MAX: u32 = 64;
@@ -109,15 +110,39 @@ pub struct FlightFrontend {
     sql: FlightSql,
     users: Option<Users>,
     registry: Arc<Registry>,
+    /// Delays the answer to wrong passwords, per client address.
+    throttle: Arc<LoginThrottle>,
 }
 
 impl FlightFrontend {
-    pub fn new(engine: Engine, users: &[User]) -> Self {
+    pub fn new(engine: Engine, users: &[User], throttle: Arc<LoginThrottle>) -> Self {
         let registry = Registry::new(engine.clone());
         Self {
             sql: FlightSql::new(engine, registry.clone()),
             users: Users::new(users),
             registry,
+            throttle,
+        }
+    }
+
+    /// [`Self::authenticate`], with a wrong user name or password answered only after the
+    /// failed-login delay of the caller's address, and a right one clearing its failures.
+    async fn admit<T>(&self, request: &mut Request<T>) -> Result<Option<String>, Status> {
+        let result = self.authenticate(request);
+        self.after_login(peer_ip(request), &result).await;
+        result
+    }
+
+    async fn after_login(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        result: &Result<Option<String>, Status>,
+    ) {
+        let Some(ip) = ip else { return };
+        match result {
+            Err(status) if is_refused(status) => self.throttle.delay_failure(ip).await,
+            Ok(Some(_)) => self.throttle.succeeded(ip),
+            _ => {}
         }
     }
 
@@ -193,6 +218,15 @@ impl FlightFrontend {
     }
 }
 
+/// The client's address, from the connection the call came on.
+fn peer_ip<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|c| c.peer)
+        .map(|p| p.ip())
+}
+
 /// Adds `authorization: Bearer <token>` to a response that issued a token.
 fn with_token<T>(mut response: Response<T>, issued: Option<String>) -> Response<T> {
     if let Some(token) = issued {
@@ -228,7 +262,9 @@ impl FlightService for FlightFrontend {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let token = self.handshake_token(&request)?;
+        let token = self.handshake_token(&request);
+        self.after_login(peer_ip(&request), &token).await;
+        let token = token?;
         let payload = token.clone().unwrap_or_default().into_bytes();
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -242,7 +278,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.list_flights(request).await?, issued))
     }
 
@@ -250,7 +286,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.get_flight_info(request).await?, issued))
     }
 
@@ -258,7 +294,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(
             self.sql.poll_flight_info(request).await?,
             issued,
@@ -269,7 +305,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.get_schema(request).await?, issued))
     }
 
@@ -277,7 +313,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         let response = if is_flight_sql_command(&request.get_ref().ticket) {
             self.sql.do_get(request).await?
         } else {
@@ -290,7 +326,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.do_put(request).await?, issued))
     }
 
@@ -298,7 +334,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.do_exchange(request).await?, issued))
     }
 
@@ -306,7 +342,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.do_action(request).await?, issued))
     }
 
@@ -314,7 +350,7 @@ impl FlightService for FlightFrontend {
         &self,
         mut request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let issued = self.authenticate(&mut request)?;
+        let issued = self.admit(&mut request).await?;
         Ok(with_token(self.sql.list_actions(request).await?, issued))
     }
 }
@@ -322,7 +358,7 @@ impl FlightService for FlightFrontend {
 /// An accepted connection. Holds its place under the connection limit, and closes its session
 /// when tonic drops it at the end of the connection.
 struct TrackedStream {
-    socket: TcpStream,
+    socket: crate::tls::Stream,
     info: ConnectionInfo,
     registry: Arc<Registry>,
     _permit: OwnedSemaphorePermit,
@@ -383,57 +419,43 @@ impl AsyncWrite for TrackedStream {
     }
 }
 
-/// Accepts connections up to the limit; connections beyond it are closed at once.
-struct Acceptor {
+/// Serves Flight SQL on `listener` until the task is aborted. At most `connections_max`
+/// client connections are open at once; connections beyond are closed at once. With `tls`,
+/// connections are encrypted (grpc+tls), and clear-text ones served or refused as it says.
+pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
-    limit: Arc<Semaphore>,
+    frontend: FlightFrontend,
     connections_max: usize,
-    next_id: AtomicU64,
-}
-
-impl Acceptor {
-    async fn accept(&self) -> TrackedStream {
-        loop {
-            let (socket, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "flight accept failed");
-                    continue;
-                }
-            };
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, connections_max = self.connections_max, "flight connection refused: too many connections");
-                continue;
-            };
-            let _ = socket.set_nodelay(true);
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            return TrackedStream {
-                socket,
+    tls: Option<Arc<crate::tls::Handshake>>,
+) {
+    let limit = Arc::new(Semaphore::new(connections_max));
+    // The place under the limit is taken before the TLS handshake, so handshakes count too.
+    let admit = move |peer: SocketAddr| match limit.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            tracing::warn!(%peer, connections_max, "flight connection refused: too many connections");
+            None
+        }
+    };
+    let accepted = crate::tls::incoming(listener, tls, admit);
+    let registry = frontend.registry.clone();
+    let next_id = AtomicU64::new(1);
+    let incoming = Box::pin(stream::unfold(accepted, move |mut accepted| {
+        let registry = registry.clone();
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let connection = accepted.recv().await?;
+            let stream = TrackedStream {
+                socket: connection.stream,
                 info: ConnectionInfo {
                     id,
-                    peer: Some(peer),
+                    peer: Some(connection.peer),
                 },
-                registry: self.registry.clone(),
-                _permit: permit,
+                registry,
+                _permit: connection.admitted,
             };
+            Some((Ok::<_, std::io::Error>(stream), accepted))
         }
-    }
-}
-
-/// Serves Flight SQL on `listener` until the task is aborted. At most `connections_max`
-/// client connections are open at once.
-pub async fn serve(listener: TcpListener, frontend: FlightFrontend, connections_max: usize) {
-    let acceptor = Acceptor {
-        listener,
-        registry: frontend.registry.clone(),
-        limit: Arc::new(Semaphore::new(connections_max)),
-        connections_max,
-        next_id: AtomicU64::new(1),
-    };
-    let incoming = Box::pin(stream::unfold(acceptor, |acceptor| async move {
-        let stream = acceptor.accept().await;
-        Some((Ok::<_, std::io::Error>(stream), acceptor))
     }));
     let service = FlightServiceServer::new(frontend).max_decoding_message_size(MESSAGE_BYTES_MAX);
     let result = tonic::transport::Server::builder()

@@ -33,6 +33,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The `freshet` binary: the one cargo built, or $FRESHET_BIN (as for the Python suites), e.g.
+/// when several worktrees share one target directory.
+pub fn freshet_binary() -> std::ffi::OsString {
+    std::env::var_os("FRESHET_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_freshet").into())
+}
+
 /// How to start a server.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -62,11 +68,7 @@ impl TestServer {
     /// on free ports, and waits until it listens.
     pub fn start(work_dir: &Path, options: &Options) -> Self {
         let data_dir = work_dir.join("data-dir");
-        // $FRESHET_BIN overrides the binary cargo built (as for the Python suites), e.g. when
-        // several worktrees share one target directory.
-        let binary =
-            std::env::var_os("FRESHET_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_freshet").into());
-        let mut command = Command::new(binary);
+        let mut command = Command::new(freshet_binary());
         command
             .arg(options.subcommand.unwrap_or("serve"))
             .arg("--data-dir")

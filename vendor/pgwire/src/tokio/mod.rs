@@ -6,7 +6,7 @@ pub mod server;
 
 /// Re-export of the TCP socket processing entrypoint.
 #[cfg(feature = "server-api")]
-pub use server::{process_socket, set_startup_timeout};
+pub use server::{process_socket, set_idle_session_timeout, set_startup_timeout};
 
 /// Re-export of the Unix domain socket processing entrypoint.
 #[cfg(all(feature = "server-api", unix))]

@@ -46,6 +46,23 @@ fn startup_timeout_millis() -> u64 {
     STARTUP_TIMEOUT_MILLIS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Freshet: how long a session may wait for its next query outside a transaction before it is
+/// closed with FATAL 57P05, as PostgreSQL's `idle_session_timeout`; 0 (the default) is never.
+static IDLE_SESSION_TIMEOUT_MILLIS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the idle session timeout of connections accepted from now on (zero: none).
+pub fn set_idle_session_timeout(timeout: Duration) {
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    IDLE_SESSION_TIMEOUT_MILLIS.store(millis, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn idle_session_timeout() -> Option<Duration> {
+    match IDLE_SESSION_TIMEOUT_MILLIS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        millis => Some(Duration::from_millis(millis)),
+    }
+}
+
 /// Codec for encoding and decoding PostgreSQL wire protocol messages on the server side.
 #[non_exhaustive]
 #[derive(Debug, new)]
@@ -588,6 +605,7 @@ macro_rules! process_socket_messages {
         let error_handler = $handlers.error_handler();
 
         let socket = &mut $socket;
+        let idle_timeout = idle_session_timeout();
         loop {
             let msg = if matches!(
                 socket.state(),
@@ -597,6 +615,26 @@ macro_rules! process_socket_messages {
                 tokio::select! {
                     _ = &mut $startup_timeout => None,
                     msg = socket.next() => msg,
+                }
+            } else if let Some(idle) = idle_timeout.filter(|_| {
+                matches!(socket.state(), PgWireConnectionState::ReadyForQuery)
+                    && matches!(socket.transaction_status(), TransactionStatus::Idle)
+            }) {
+                // Freshet: idle_session_timeout, only while waiting for a new query outside a
+                // transaction (as PostgreSQL); the client is told why before the close.
+                match tokio::time::timeout(idle, socket.next()).await {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        let fatal = ErrorInfo::new(
+                            "FATAL".to_owned(),
+                            "57P05".to_owned(),
+                            "terminating connection due to idle-session timeout".to_owned(),
+                        );
+                        let _ = socket
+                            .send(PgWireBackendMessage::ErrorResponse(fatal.into()))
+                            .await;
+                        break;
+                    }
                 }
             } else {
                 socket.next().await
