@@ -19,6 +19,7 @@ pub mod models;
 mod pg_compat;
 pub mod pg_types;
 pub mod pgnames;
+mod plan_types;
 mod session;
 pub mod sources;
 pub mod statement;
