@@ -16,9 +16,12 @@ impl Metrics {
     /// over every frontend.
     pub fn render(&self, engine: &freshet_sql::Engine) -> String {
         let (statements, statement_errors) = engine.statement_counts();
-        let (statements, statement_errors) =
-            (AtomicU64::new(statements), AtomicU64::new(statement_errors));
-        let rows: [(&str, &str, &str, &AtomicU64); 5] = [
+        let (statements, statement_errors, plans) = (
+            AtomicU64::new(statements),
+            AtomicU64::new(statement_errors),
+            AtomicU64::new(engine.plans_made()),
+        );
+        let rows: [(&str, &str, &str, &AtomicU64); 6] = [
             (
                 "freshet_pg_connections_active",
                 "gauge",
@@ -48,6 +51,12 @@ impl Metrics {
                 "counter",
                 "Statements that failed before producing a result.",
                 &statement_errors,
+            ),
+            (
+                "freshet_statement_plans_total",
+                "counter",
+                "Logical plans made (a prepared statement run again reuses its plan).",
+                &plans,
             ),
         ];
         let mut out = String::new();

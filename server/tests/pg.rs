@@ -370,6 +370,80 @@ async fn init_sql_runs_at_start_and_http_reports_health_and_metrics() {
     assert!(statements >= 1, "{metrics}");
 }
 
+async fn plans_made(server: &TestServer) -> u64 {
+    let metrics = http_get(server.http_addr, "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("freshet_statement_plans_total "))
+        .unwrap_or_else(|| panic!("no plan counter in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_is_planned_once_and_again_only_after_a_change() {
+    let (_work, server) = start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id INT, name TEXT); INSERT INTO items VALUES (1, 'a'), (2, 'b')",
+        )
+        .await
+        .unwrap();
+    let statement = client
+        .prepare("SELECT name FROM items WHERE id >= $1 ORDER BY id")
+        .await
+        .unwrap();
+    let before = plans_made(&server).await;
+    for _ in 0..3 {
+        let rows = client.query(&statement, &[&1i32]).await.unwrap();
+        assert_eq!(rows.len(), 2);
+    }
+    assert_eq!(
+        plans_made(&server).await,
+        before,
+        "executions planned again"
+    );
+
+    // The table changes: the next execution plans again and sees the new rows.
+    client
+        .batch_execute("INSERT INTO items VALUES (3, 'c')")
+        .await
+        .unwrap();
+    let after_insert = plans_made(&server).await;
+    let names: Vec<String> = client
+        .query(&statement, &[&1i32])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, vec!["a", "b", "c"]);
+    assert_eq!(plans_made(&server).await, after_insert + 1);
+
+    // Replaced by a table of another shape under the same name: planned again, not stale.
+    client
+        .batch_execute("DROP TABLE items; CREATE TABLE items (id INT, name TEXT); INSERT INTO items VALUES (7, 'z')")
+        .await
+        .unwrap();
+    let rows = client.query(&statement, &[&1i32]).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>(),
+        vec!["z"]
+    );
+
+    // A session setting the plan depends on changes it too.
+    client
+        .batch_execute("SET datafusion.execution.batch_size = 1024")
+        .await
+        .unwrap();
+    let after_set = plans_made(&server).await;
+    client.query(&statement, &[&1i32]).await.unwrap();
+    assert_eq!(plans_made(&server).await, after_set + 1);
+}
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -223,6 +223,8 @@ struct Inner {
     /// failed before producing a result.
     statements: AtomicU64,
     statement_errors: AtomicU64,
+    /// Logical plans made (a prepared statement run again reuses its plan).
+    plans: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -318,6 +320,7 @@ impl Engine {
                 catalog_version: AtomicU64::new(0),
                 statements: AtomicU64::new(0),
                 statement_errors: AtomicU64::new(0),
+                plans: AtomicU64::new(0),
             }),
         };
         engine.restore().await;
@@ -658,6 +661,7 @@ impl Engine {
         session: &Session,
         statement: DfStatement,
     ) -> Result<LogicalPlan, EngineError> {
+        self.inner.plans.fetch_add(1, Ordering::Relaxed);
         Ok(unwrap_typed_parameters(
             session
                 .context()
@@ -682,6 +686,11 @@ impl Engine {
             self.inner.statements.load(Ordering::Relaxed),
             self.inner.statement_errors.load(Ordering::Relaxed),
         )
+    }
+
+    /// Logical plans made so far.
+    pub fn plans_made(&self) -> u64 {
+        self.inner.plans.load(Ordering::Relaxed)
     }
 
     pub(crate) fn count_statement(&self) {
