@@ -113,7 +113,6 @@ pub struct Job {
     events_in: u64,
     late_rows: u64,
     dirty: bool,
-    started: Instant,
 }
 
 fn engine_error(err: impl Into<EngineError>) -> EngineError {
@@ -165,7 +164,6 @@ impl Job {
             events_in: 0,
             late_rows: 0,
             dirty: false,
-            started: Instant::now(),
         })
     }
 
@@ -679,6 +677,7 @@ impl Job {
             return Ok(());
         };
         let epoch = self.epoch + 1;
+        let started = Instant::now();
         let mut segments = self.segments.clone();
         let mut stable = None;
         match &mut self.output {
@@ -710,6 +709,7 @@ impl Job {
                 }
             }
         }
+        let mut state_figures = None;
         let state_file = match &self.plan.kind {
             PlanKind::Aggregate(aggregate) => {
                 let file = format!("state-{epoch:010}.arrow");
@@ -718,6 +718,10 @@ impl Job {
                     None => Vec::new(),
                 };
                 checkpoint::write_batches(&dir.join(&file), &aggregate.state_schema, &rows)?;
+                let written = std::fs::metadata(dir.join(&file)).map_or(0, |m| m.len());
+                if let Some(state) = &self.state {
+                    state_figures = Some((state.len(), state.memory_bytes(), written));
+                }
                 Some(file)
             }
             PlanKind::Stateless { .. } => None,
@@ -748,7 +752,15 @@ impl Job {
             s.last_checkpoint = Some(SystemTime::now());
             s.checkpoints = epoch;
         });
-        tracing::debug!(job = %self.name, epoch, elapsed_ms = self.started.elapsed().as_millis() as u64, "checkpoint written");
+        let checkpoint_ms = started.elapsed().as_millis() as u64;
+        match state_figures {
+            Some((keys, in_memory, written)) => tracing::debug!(
+                job = %self.name, epoch, checkpoint_ms, state_keys = keys,
+                state_bytes_in_memory = in_memory, state_bytes_written = written,
+                "checkpoint written"
+            ),
+            None => tracing::debug!(job = %self.name, epoch, checkpoint_ms, "checkpoint written"),
+        }
         Ok(())
     }
 }

@@ -113,10 +113,6 @@ impl KeyedState {
         self.live
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
     /// Bytes of the chunks and the index, roughly.
     pub fn memory_bytes(&self) -> usize {
         let chunks: usize = self
