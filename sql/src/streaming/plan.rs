@@ -255,6 +255,13 @@ pub async fn plan_continuous(
     config = config.with_target_partitions(1);
     // The plan is executed once per micro-batch (after `reset_plan_states`), which dynamic
     // filters do not survive.
+    // The partial aggregation of a micro-batch must group its rows (one state row per key):
+    // the job looks each key up in its state once. DataFusion otherwise stops grouping when
+    // most keys are distinct, which is the usual case of a micro-batch over many keys.
+    config
+        .options_mut()
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold = usize::MAX;
     {
         let optimizer = &mut config.options_mut().optimizer;
         optimizer.enable_dynamic_filter_pushdown = false;

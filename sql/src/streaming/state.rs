@@ -119,7 +119,9 @@ impl KeyedState {
             .chunks
             .iter()
             .flatten()
-            .map(|c| c.batch.get_array_memory_size())
+            // Chunks are often slices of one larger output buffer: count the slices.
+            .flat_map(|c| c.batch.columns().iter())
+            .map(|a| a.to_data().get_slice_memory_size().unwrap_or(0))
             .sum();
         let maps = std::iter::once(&self.unbounded).chain(self.windows.values());
         let index: usize = maps
@@ -168,16 +170,21 @@ impl KeyedState {
         }
     }
 
-    /// The current state rows of the keys in `batches` (state rows) that have one.
+    /// The current state rows of the keys in `batches` (state rows) that have one, each key
+    /// once even if `batches` has it several times (a partial aggregation may pass rows
+    /// through ungrouped; merging a key's old state twice would count it twice).
     pub fn lookup(&self, batches: &[RecordBatch]) -> Result<Option<RecordBatch>, EngineError> {
         let mut slots = Vec::new();
+        let mut seen: datafusion::common::HashSet<(u32, u32)> = Default::default();
         for batch in batches {
             let rows = self.key_rows(batch)?;
             let ends = self.window_ends(batch)?;
             for i in 0..batch.num_rows() {
                 let end = ends.as_ref().and_then(|e| e[i]);
                 if let Some(slot) = self.map(end).and_then(|m| m.get(rows.row(i).as_ref())) {
-                    slots.push(*slot);
+                    if seen.insert((slot.chunk, slot.row)) {
+                        slots.push(*slot);
+                    }
                 }
             }
         }
