@@ -40,9 +40,12 @@ fn produce(brokers: &str, topic: &str, events: &[(i64, i64)], first: u64) {
                     .payload(&payload),
             ) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ), _)) => std::thread::sleep(Duration::from_millis(5)),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => std::thread::sleep(Duration::from_millis(5)),
                 Err((e, _)) => panic!("produce: {e}"),
             }
         }
@@ -101,7 +104,10 @@ async fn eventually_equal(client: &tokio_postgres::Client, sql: &str, expected: 
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let missing = expected.iter().filter(|(r, n)| last.get(*r) != Some(n)).count();
+    let missing = expected
+        .iter()
+        .filter(|(r, n)| last.get(*r) != Some(n))
+        .count();
     panic!(
         "{sql}: {} rows, expected {} ({missing} differ)",
         last.len(),
@@ -136,10 +142,9 @@ impl Subscriber {
         match op {
             "insert" | "update_after" => *self.state.entry(values.clone()).or_default() += 1,
             "delete" | "update_before" => {
-                let n = self
-                    .state
-                    .get_mut(&values)
-                    .unwrap_or_else(|| panic!("{op} of a row the subscriber does not have: {values:?}"));
+                let n = self.state.get_mut(&values).unwrap_or_else(|| {
+                    panic!("{op} of a row the subscriber does not have: {values:?}")
+                });
                 *n -= 1;
                 if *n == 0 {
                     self.state.remove(&values);
@@ -246,7 +251,10 @@ async fn updating_views_follow_the_batch_query(keys: u64, waves: &[u64]) {
             .keys()
             .map(|r| (r[0], (r[1], r[2])))
             .collect();
-        assert_eq!(from_batch, from_here, "the batch query counts what was produced");
+        assert_eq!(
+            from_batch, from_here,
+            "the batch query counts what was produced"
+        );
         assert!(!expected_keyless.is_empty());
 
         eventually_equal(&client, "SELECT * FROM keyed", &expected_keyed).await;
@@ -277,7 +285,8 @@ async fn updating_views_follow_the_batch_query(keys: u64, waves: &[u64]) {
     // An ad-hoc SUBSCRIBE of an updating query reads the topic from the start and carries
     // the operation column too.
     let expected_keyless = rows(&client, &keyless_query("ev")).await;
-    let mut adhoc = Subscriber::start(&server, &format!("SUBSCRIBE ({})", keyless_query("ev"))).await;
+    let mut adhoc =
+        Subscriber::start(&server, &format!("SUBSCRIBE ({})", keyless_query("ev"))).await;
     adhoc.follow(&expected_keyless).await;
 }
 
@@ -385,7 +394,10 @@ async fn an_updating_view_over_a_million_keys_fed_full_micro_batches_equals_the_
     assert!(expected.len() > 100_000);
     eventually_equal(&client, "SELECT * FROM keyed", &expected).await;
     let total: i64 = client
-        .query_one("SELECT sum(n) FROM (SELECT k, count(*) AS n FROM g GROUP BY k)", &[])
+        .query_one(
+            "SELECT sum(n) FROM (SELECT k, count(*) AS n FROM g GROUP BY k)",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

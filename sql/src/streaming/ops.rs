@@ -387,8 +387,10 @@ impl Engine {
             let _ = &guard;
             item
         });
-        let stream: SendableRecordBatchStream =
-            Box::pin(RecordBatchStreamAdapter::new(store.subscribe_schema(), rows));
+        let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            store.subscribe_schema(),
+            rows,
+        ));
         Ok(Output::Live(stream))
     }
 }

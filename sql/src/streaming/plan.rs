@@ -520,7 +520,10 @@ fn column_sources(
         });
     }
     match plan.name() {
-        "SortExec" | "SortPreservingMergeExec" | "CoalesceBatchesExec" | "CoalescePartitionsExec"
+        "SortExec"
+        | "SortPreservingMergeExec"
+        | "CoalesceBatchesExec"
+        | "CoalescePartitionsExec"
         | "RepartitionExec" => Some(below),
         _ => None,
     }

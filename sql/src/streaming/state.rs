@@ -260,7 +260,10 @@ impl KeyedState {
                 chunk: id,
                 row: i as u32,
             };
-            match self.map_mut(end).insert(Box::from(rows.row(i).as_ref()), slot) {
+            match self
+                .map_mut(end)
+                .insert(Box::from(rows.row(i).as_ref()), slot)
+            {
                 Some(old) => self.release(old),
                 None => self.live += 1,
             }
@@ -364,7 +367,10 @@ mod tests {
             let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
             let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
             for i in 0..b.num_rows() {
-                assert!(out.insert(k.value(i), v.value(i)).is_none(), "one row per key");
+                assert!(
+                    out.insert(k.value(i), v.value(i)).is_none(),
+                    "one row per key"
+                );
             }
         }
         out
@@ -373,14 +379,19 @@ mod tests {
     #[test]
     fn upserts_replace_a_keys_row_and_lookups_find_only_known_keys() {
         let mut state = KeyedState::new(schema(), 1, None).unwrap();
-        state.upsert(vec![batch(&[1, 2, 3], &[10, 20, 30])]).unwrap();
+        state
+            .upsert(vec![batch(&[1, 2, 3], &[10, 20, 30])])
+            .unwrap();
         state.upsert(vec![batch(&[2, 4], &[21, 40])]).unwrap();
         assert_eq!(state.len(), 4);
         assert_eq!(
             contents(&state),
             BTreeMap::from([(1, 10), (2, 21), (3, 30), (4, 40)])
         );
-        let found = state.lookup(&[batch(&[4, 9, 1], &[0, 0, 0])]).unwrap().unwrap();
+        let found = state
+            .lookup(&[batch(&[4, 9, 1], &[0, 0, 0])])
+            .unwrap()
+            .unwrap();
         assert_eq!(found, batch(&[4, 1], &[40, 10]));
         assert!(state.lookup(&[batch(&[9], &[0])]).unwrap().is_none());
     }
@@ -391,7 +402,11 @@ mod tests {
         let keys: Vec<i64> = (0..1000).collect();
         for round in 0..200 {
             // Every round rewrites half the keys.
-            let half: Vec<i64> = keys.iter().copied().filter(|k| k % 2 == round % 2).collect();
+            let half: Vec<i64> = keys
+                .iter()
+                .copied()
+                .filter(|k| k % 2 == round % 2)
+                .collect();
             let values: Vec<i64> = half.iter().map(|k| k * 1000 + round).collect();
             state.upsert(vec![batch(&half, &values)]).unwrap();
         }
@@ -414,7 +429,11 @@ mod tests {
         )
         .unwrap();
         let schema = Arc::new(Schema::new(vec![
-            Field::new("start", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new(
+                "start",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            ),
             Field::new("k", DataType::Int64, true),
             Field::new("n", DataType::Int64, true),
         ]));

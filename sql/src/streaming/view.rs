@@ -17,8 +17,8 @@ use datafusion::arrow::compute::{cast, concat_batches, interleave};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use datafusion::common::HashMap;
 use datafusion::catalog::{Session as DfSession, TableProvider};
+use datafusion::common::HashMap;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SendableRecordBatchStream;
@@ -542,7 +542,10 @@ fn concat_nonempty(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, Engin
     match batches.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some((*one).clone())),
-        many => Ok(Some(concat_batches(&many[0].schema(), many.iter().copied())?)),
+        many => Ok(Some(concat_batches(
+            &many[0].schema(),
+            many.iter().copied(),
+        )?)),
     }
 }
 
