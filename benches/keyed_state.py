@@ -3,7 +3,12 @@ for several K. The goal of keyed state is that the cost of an event does not dep
 
 Usage (from the repo root, in the venv; FRESHET_BIN selects the binary, e.g. a release build
 or a copy of a build of another branch to compare with):
-    .venv/bin/python benches/keyed_state.py [N_EVENTS] [K,K,...]
+    .venv/bin/python benches/keyed_state.py [N_EVENTS] [K,K,...] [RATE]
+
+Without RATE every event is available at once, so micro-batches are full rounds (262 144
+events) touching a large share of the keys. With RATE (events/s, datagen's `rate`), events
+arrive paced and micro-batches are small (a few thousand events), the steady state of a live
+view: there the cost of a micro-batch that merges the whole state grows with K.
 
 For each K a fresh server runs (so peak RSS is per K):
     CREATE SOURCE g (k BIGINT, v BIGINT) WITH (connector = 'datagen', events = N, seed = 1,
@@ -70,7 +75,7 @@ def job(conn, name):
     return None
 
 
-def run(n, keys):
+def run(n, keys, rate=None):
     with tempfile.TemporaryDirectory() as tmp:
         logs = []
         process, port = start_server(Path(tmp), logs)
@@ -79,7 +84,7 @@ def run(n, keys):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(
                     f"CREATE SOURCE g (k BIGINT, v BIGINT) WITH (connector = 'datagen', "
-                    f"events = {n}, seed = 1, \"fields.k.min\" = 0, \"fields.k.max\" = {keys - 1}, "
+                    f"events = {n}, seed = 1, {f'rate = {rate},' if rate else ''} \"fields.k.min\" = 0, \"fields.k.max\" = {keys - 1}, "
                     f"\"fields.v.max\" = 1000)")
                 rss_before = peak_rss_mb(process.pid)
                 cpu0, wall0 = cpu_seconds(process.pid), time.time()
@@ -107,7 +112,7 @@ def run(n, keys):
                                   ("state_keys", "state_bytes_in_memory", "state_bytes_written",
                                    "checkpoint_ms")}
             return {
-                "measure": "updating_aggregate_keys", "events": n, "keys": keys,
+                "measure": "updating_aggregate_keys", "events": n, "keys": keys, "rate": rate,
                 "distinct_keys_seen": distinct, "events_counted": int(total or 0),
                 "wall_s": round(wall, 2), "server_cpu_s": round(cpu, 2),
                 "events_per_cpu_s": int(n / cpu) if cpu > 0 else None,
@@ -123,8 +128,9 @@ def run(n, keys):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
     ks = [int(k) for k in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1_000, 100_000, 1_000_000]
+    rate = int(sys.argv[3]) if len(sys.argv) > 3 else None
     for keys in ks:
-        print(json.dumps(run(n, keys)), flush=True)
+        print(json.dumps(run(n, keys, rate)), flush=True)
 
 
 if __name__ == "__main__":

@@ -260,12 +260,18 @@ impl KeyedState {
                 chunk: id,
                 row: i as u32,
             };
-            match self
-                .map_mut(end)
-                .insert(Box::from(rows.row(i).as_ref()), slot)
-            {
-                Some(old) => self.release(old),
-                None => self.live += 1,
+            let key = rows.row(i);
+            let map = self.map_mut(end);
+            // Replacing a key's row is the common case: no new key allocation for it.
+            match map.get_mut(key.as_ref()) {
+                Some(current) => {
+                    let old = std::mem::replace(current, slot);
+                    self.release(old);
+                }
+                None => {
+                    map.insert(Box::from(key.as_ref()), slot);
+                    self.live += 1;
+                }
             }
         }
         Ok(())

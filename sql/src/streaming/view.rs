@@ -312,7 +312,12 @@ impl ViewStore {
                 };
                 let bytes = bytes.data();
                 if op.adds() {
-                    *data.current.entry(Box::from(bytes)).or_default() += 1;
+                    match data.current.get_mut(bytes) {
+                        Some(n) => *n += 1,
+                        None => {
+                            data.current.insert(Box::from(bytes), 1);
+                        }
+                    }
                     data.rows += 1;
                 } else if let Some(n) = data.current.get_mut(bytes) {
                     *n -= 1;
