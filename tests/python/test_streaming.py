@@ -128,3 +128,11 @@ def test_psycopg_applies_an_updating_views_changes(server):
     with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
         assert dict(conn.execute("SELECT k, n FROM per_k").fetchall()) == state
         assert dict(conn.execute("SELECT k, count(*) FROM paced GROUP BY k").fetchall()) == state
+    # Flight SQL carries the same column: the snapshot comes first, all inserts.
+    client = flight.connect(server.flight_uri)
+    reader = client.do_get(flight.Ticket(b"SUBSCRIBE per_k"))
+    chunk = reader.read_chunk().data
+    reader.cancel()
+    assert chunk.schema.names == ["k", "n", "op"]
+    assert set(chunk.column("op").to_pylist()) == {"insert"}
+    assert dict(zip(chunk.column("k").to_pylist(), chunk.column("n").to_pylist())) == state
