@@ -7,6 +7,7 @@ mod flight;
 mod hostile;
 mod http_ingest;
 mod kafka;
+mod keyed_state;
 mod models;
 mod pg;
 mod psql;

@@ -100,3 +100,39 @@ def test_flight_do_get_streams_a_subscription(server):
     # The server stays usable and the subscription's resources go away with the stream.
     with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_psycopg_applies_an_updating_views_changes(server):
+    """SUBSCRIBE to an updating view: the rows once, then only changes, with an `op` column;
+    applied here they give the view's rows and the batch query's."""
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE SOURCE paced (k BIGINT) WITH (connector = 'datagen', rate = 500, "
+                     "events = 2000, seed = 5, \"fields.k.min\" = 0, \"fields.k.max\" = 19)")
+        conn.execute("CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM paced GROUP BY k")
+    state = {}
+    ops = set()
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        cursor = conn.cursor()
+        started = time.time()
+        for k, n, op in cursor.stream("SUBSCRIBE per_k"):
+            ops.add(op)
+            if op in ("insert", "update_after"):
+                assert k not in state, (k, op)
+                state[k] = n
+            else:
+                assert state.pop(k) == n, (k, n, op)
+            if sum(state.values()) == 2000 or time.time() - started > 60:
+                break
+    assert sum(state.values()) == 2000
+    assert ops <= {"insert", "update_before", "update_after"} and "update_after" in ops
+    with psycopg.connect(server.pg_dsn(), autocommit=True) as conn:
+        assert dict(conn.execute("SELECT k, n FROM per_k").fetchall()) == state
+        assert dict(conn.execute("SELECT k, count(*) FROM paced GROUP BY k").fetchall()) == state
+    # Flight SQL carries the same column: the snapshot comes first, all inserts.
+    client = flight.connect(server.flight_uri)
+    reader = client.do_get(flight.Ticket(b"SUBSCRIBE per_k"))
+    chunk = reader.read_chunk().data
+    reader.cancel()
+    assert chunk.schema.names == ["k", "n", "op"]
+    assert set(chunk.column("op").to_pylist()) == {"insert"}
+    assert dict(zip(chunk.column("k").to_pylist(), chunk.column("n").to_pylist())) == state

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use super::checkpoint::{self, Manifest};
 use super::plan::{AggregatePlan, ContinuousPlan, PlanKind, StreamInput, WindowKey};
+use super::state::KeyedState;
 use super::view::ViewStore;
 use crate::error::{EngineError, ErrorKind};
 use crate::windows::WindowRole;
@@ -105,14 +106,13 @@ pub struct Job {
     partition_max_ns: BTreeMap<i32, i64>,
     partition_last_data: BTreeMap<i32, Instant>,
     watermark_ns: Option<i64>,
-    /// Partial aggregate state (rows of the state schema).
-    state: Vec<RecordBatch>,
+    /// Aggregate state by (window, group key); `None` for a stateless query.
+    state: Option<KeyedState>,
     epoch: u64,
     segments: Vec<String>,
     events_in: u64,
     late_rows: u64,
     dirty: bool,
-    started: Instant,
 }
 
 fn engine_error(err: impl Into<EngineError>) -> EngineError {
@@ -120,7 +120,7 @@ fn engine_error(err: impl Into<EngineError>) -> EngineError {
 }
 
 /// Nanoseconds since the epoch of a timestamp array (NULL stays NULL).
-fn timestamps_ns(array: &dyn Array) -> Result<Int64Array, EngineError> {
+pub(super) fn timestamps_ns(array: &dyn Array) -> Result<Int64Array, EngineError> {
     let ns = cast(array, &DataType::Timestamp(TimeUnit::Nanosecond, None)).map_err(engine_error)?;
     let ints = cast(&ns, &DataType::Int64).map_err(engine_error)?;
     Ok(ints
@@ -139,6 +139,14 @@ impl Job {
         status: Arc<Mutex<JobStatus>>,
     ) -> Result<Self, EngineError> {
         let input_watermark = input_watermark(&plan)?;
+        let state = match &plan.kind {
+            PlanKind::Aggregate(aggregate) => Some(KeyedState::new(
+                aggregate.state_schema.clone(),
+                aggregate.group_by.expr().len(),
+                aggregate.window.clone(),
+            )?),
+            PlanKind::Stateless { .. } => None,
+        };
         Ok(Self {
             name: name.to_string(),
             plan,
@@ -150,13 +158,12 @@ impl Job {
             partition_max_ns: BTreeMap::new(),
             partition_last_data: BTreeMap::new(),
             watermark_ns: None,
-            state: Vec::new(),
+            state,
             epoch: 0,
             segments: Vec::new(),
             events_in: 0,
             late_rows: 0,
             dirty: false,
-            started: Instant::now(),
         })
     }
 
@@ -178,8 +185,11 @@ impl Job {
         self.events_in = manifest.events_in;
         self.late_rows = manifest.late_rows;
         self.segments = manifest.segments.clone();
-        if let Some(file) = &manifest.state_file {
-            self.state = checkpoint::read_batches(&dir.join(file))?;
+        if let Some(state) = &mut self.state {
+            state.clear();
+            if let Some(file) = &manifest.state_file {
+                state.upsert(checkpoint::read_batches(&dir.join(file))?)?;
+            }
         }
         let mut rows = Vec::new();
         for segment in &self.segments {
@@ -216,7 +226,7 @@ impl Job {
             }
             JobOutput::View(store) => {
                 if self.plan.is_updating() {
-                    store.replace(contents);
+                    store.replace(contents)?;
                     store.mark_stable(0, self.watermark_ns);
                 } else {
                     store.restore(contents, self.watermark_ns);
@@ -502,9 +512,13 @@ impl Job {
         let output = self.compute(rows).await.map_err(RoundError::Query)?;
         match output {
             Computed::Append(rows) => self.emit(rows).await,
-            Computed::Replace(rows) => {
-                if let JobOutput::View(store) = &self.output {
-                    store.replace(rows);
+            Computed::Changes { before, after } => {
+                if let (JobOutput::View(store), PlanKind::Aggregate(aggregate)) =
+                    (&self.output, &self.plan.kind)
+                {
+                    store
+                        .apply_diff(&before, &after, aggregate.view_key.as_deref())
+                        .map_err(RoundError::Query)?;
                 }
                 Ok(())
             }
@@ -536,7 +550,8 @@ impl Job {
                     }
                     _ => input,
                 };
-                let partial = run(
+                // The micro-batch's partial state, one row per (window, key) it contains …
+                let delta = run(
                     aggregate.exec(
                         AggregateMode::Partial,
                         aggregate.input_schema.clone(),
@@ -545,9 +560,18 @@ impl Job {
                     ctx.clone(),
                 )
                 .await?;
-                let mut merged = std::mem::take(&mut self.state);
-                merged.extend(partial);
-                self.state = run(
+                if delta.iter().all(|b| b.num_rows() == 0) {
+                    return Ok(Computed::Nothing);
+                }
+                // … merged with those keys' current state only.
+                let state = self
+                    .state
+                    .as_mut()
+                    .ok_or_else(|| EngineError::internal("aggregate job without state"))?;
+                let old = state.lookup(&delta)?;
+                let mut merged = delta;
+                merged.extend(old.clone());
+                let new = run(
                     aggregate.exec(
                         AggregateMode::PartialReduce,
                         aggregate.state_schema.clone(),
@@ -556,8 +580,16 @@ impl Job {
                     ctx.clone(),
                 )
                 .await?;
+                state.upsert(new.clone())?;
                 if aggregate.window.is_none() {
-                    return Ok(Computed::Replace(self.finalize_all().await?));
+                    // The view's rows of those keys before and after: their difference is
+                    // the micro-batch's change.
+                    let before = match old {
+                        Some(old) => self.finalize(vec![old]).await?,
+                        None => Vec::new(),
+                    };
+                    let after = self.finalize(new).await?;
+                    return Ok(Computed::Changes { before, after });
                 }
                 Ok(Computed::Nothing)
             }
@@ -569,12 +601,13 @@ impl Job {
         let PlanKind::Aggregate(aggregate) = &self.plan.kind else {
             return Ok(());
         };
-        let (Some(window), Some(watermark)) = (aggregate.window.clone(), self.watermark_ns) else {
+        let (Some(_), Some(watermark)) = (&aggregate.window, self.watermark_ns) else {
             return Ok(());
         };
-        let closed_rows = self
-            .split_closed(&window, watermark)
-            .map_err(RoundError::Query)?;
+        let closed_rows = match &mut self.state {
+            Some(state) => state.take_closed(watermark).map_err(RoundError::Query)?,
+            None => Vec::new(),
+        };
         if closed_rows.is_empty() {
             return Ok(());
         }
@@ -584,30 +617,6 @@ impl Job {
             .map_err(RoundError::Query)?;
         self.dirty = true;
         self.emit(rows).await
-    }
-
-    /// Removes the state rows of windows closed at `watermark` and returns them.
-    fn split_closed(
-        &mut self,
-        window: &WindowKey,
-        watermark: i64,
-    ) -> Result<Vec<RecordBatch>, EngineError> {
-        let mut open_rows = Vec::new();
-        let mut closed_rows = Vec::new();
-        for batch in std::mem::take(&mut self.state) {
-            let open = open_mask(batch.column(window.index), window, watermark)?;
-            if open.true_count() == batch.num_rows() {
-                open_rows.push(batch);
-                continue;
-            }
-            let closed = datafusion::arrow::compute::not(&open)?;
-            closed_rows.push(filter_record_batch(&batch, &closed)?);
-            if open.true_count() > 0 {
-                open_rows.push(filter_record_batch(&batch, &open)?);
-            }
-        }
-        self.state = open_rows;
-        Ok(closed_rows)
     }
 
     /// Final aggregate of `state` rows, through the upper part of the plan.
@@ -628,7 +637,11 @@ impl Job {
     }
 
     async fn finalize_all(&self) -> Result<Vec<RecordBatch>, EngineError> {
-        self.finalize(self.state.clone()).await
+        let rows = match &self.state {
+            Some(state) => state.all()?,
+            None => Vec::new(),
+        };
+        self.finalize(rows).await
     }
 
     async fn emit(&mut self, rows: Vec<RecordBatch>) -> Result<(), RoundError> {
@@ -651,7 +664,9 @@ impl Job {
         if let JobOutput::Sink(sink) = &mut self.output {
             sink.get_mut().abort().await.map_err(EngineError::from)?;
         }
-        self.state.clear();
+        if let Some(state) = &mut self.state {
+            state.clear();
+        }
         self.recover().await
     }
 
@@ -662,6 +677,7 @@ impl Job {
             return Ok(());
         };
         let epoch = self.epoch + 1;
+        let started = Instant::now();
         let mut segments = self.segments.clone();
         let mut stable = None;
         match &mut self.output {
@@ -693,10 +709,19 @@ impl Job {
                 }
             }
         }
+        let mut state_figures = None;
         let state_file = match &self.plan.kind {
             PlanKind::Aggregate(aggregate) => {
                 let file = format!("state-{epoch:010}.arrow");
-                checkpoint::write_batches(&dir.join(&file), &aggregate.state_schema, &self.state)?;
+                let rows = match &self.state {
+                    Some(state) => state.all()?,
+                    None => Vec::new(),
+                };
+                checkpoint::write_batches(&dir.join(&file), &aggregate.state_schema, &rows)?;
+                let written = std::fs::metadata(dir.join(&file)).map_or(0, |m| m.len());
+                if let Some(state) = &self.state {
+                    state_figures = Some((state.len(), state.memory_bytes(), written));
+                }
                 Some(file)
             }
             PlanKind::Stateless { .. } => None,
@@ -727,7 +752,15 @@ impl Job {
             s.last_checkpoint = Some(SystemTime::now());
             s.checkpoints = epoch;
         });
-        tracing::debug!(job = %self.name, epoch, elapsed_ms = self.started.elapsed().as_millis() as u64, "checkpoint written");
+        let checkpoint_ms = started.elapsed().as_millis() as u64;
+        match state_figures {
+            Some((keys, in_memory, written)) => tracing::debug!(
+                job = %self.name, epoch, checkpoint_ms, state_keys = keys,
+                state_bytes_in_memory = in_memory, state_bytes_written = written,
+                "checkpoint written"
+            ),
+            None => tracing::debug!(job = %self.name, epoch, checkpoint_ms, "checkpoint written"),
+        }
         Ok(())
     }
 }
@@ -763,8 +796,12 @@ fn watermark_candidate(partitions: &[PartitionTime], delay_ns: i64) -> Option<i6
 enum Computed {
     /// Rows to append (stateless queries).
     Append(Vec<RecordBatch>),
-    /// The new contents (non-windowed aggregates).
-    Replace(Vec<RecordBatch>),
+    /// Non-windowed aggregates: the view's rows of the groups the micro-batch touched, before
+    /// and after it.
+    Changes {
+        before: Vec<RecordBatch>,
+        after: Vec<RecordBatch>,
+    },
     Nothing,
 }
 

@@ -14,6 +14,7 @@ mod exec;
 mod job;
 mod ops;
 mod plan;
+mod state;
 pub mod statements;
 mod view;
 

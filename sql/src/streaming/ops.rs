@@ -64,10 +64,10 @@ impl Engine {
             StreamStatement::ShowSinks => Some(show_sinks_schema()),
             StreamStatement::Subscribe(target) => {
                 if let Some(store) = self.subscribed_view(target) {
-                    return Ok(Some(store.schema()));
+                    return Ok(Some(store.subscribe_schema()));
                 }
                 let logical = self.plan_query(session, &subscribe_query(target)).await?;
-                Some(plan_continuous(session, logical).await?.output_schema)
+                Some(plan_continuous(session, logical).await?.subscribe_schema())
             }
             _ => None,
         })
@@ -389,8 +389,10 @@ impl Engine {
             let _ = &guard;
             item
         });
-        let stream: SendableRecordBatchStream =
-            Box::pin(RecordBatchStreamAdapter::new(schema, rows));
+        let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            store.subscribe_schema(),
+            rows,
+        ));
         Ok(Output::Live(stream))
     }
 }

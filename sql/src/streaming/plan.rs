@@ -85,6 +85,10 @@ pub struct AggregatePlan {
     pub upper_slot: BatchSlot,
     /// Set when the aggregate groups by a window.
     pub window: Option<WindowKey>,
+    /// The view columns that are copies of the group key columns, in group key order, when
+    /// the view shows the whole key: a changed group's old and new rows are then paired as
+    /// one update.
+    pub view_key: Option<Vec<usize>>,
 }
 
 impl AggregatePlan {
@@ -145,6 +149,16 @@ impl ContinuousPlan {
             PlanKind::Stateless { .. } => "append",
             PlanKind::Aggregate(a) if a.window.is_some() => "windowed aggregate",
             PlanKind::Aggregate(_) => "updating aggregate",
+        }
+    }
+
+    /// The schema of a SUBSCRIBE to this query: an updating aggregate's changes carry an
+    /// operation column.
+    pub fn subscribe_schema(&self) -> SchemaRef {
+        if self.is_updating() {
+            super::view::changelog_schema(&self.output_schema)
+        } else {
+            self.output_schema.clone()
         }
     }
 
@@ -212,6 +226,14 @@ pub async fn plan_continuous(
             )))
         }
     };
+    if let StreamInput::View { name, store } = &input {
+        if store.is_updating() {
+            return Err(unsupported(format!(
+                "materialized view {name} is an updating aggregate (its rows change in place); \
+                 a continuous query reads sources and windowed or append-only views"
+            )));
+        }
+    }
     let slot = BatchSlot::default();
     let table = Arc::new(BatchSlotTable::new(input.schema(), slot.clone()));
     let plan = plan
@@ -233,6 +255,13 @@ pub async fn plan_continuous(
     config = config.with_target_partitions(1);
     // The plan is executed once per micro-batch (after `reset_plan_states`), which dynamic
     // filters do not survive.
+    // The partial aggregation of a micro-batch must group its rows (one state row per key):
+    // the job looks each key up in its state once. DataFusion otherwise stops grouping when
+    // most keys are distinct, which is the usual case of a micro-batch over many keys.
+    config
+        .options_mut()
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold = usize::MAX;
     {
         let optimizer = &mut config.options_mut().optimizer;
         optimizer.enable_dynamic_filter_pushdown = false;
@@ -366,9 +395,15 @@ pub async fn plan_continuous(
             }
         })?
         .data;
-    if window.is_some() {
-        check_no_limit(&upper)?;
-    }
+    // Each micro-batch now runs the upper part over the groups it changed only, so it must
+    // act row by row; a LIMIT would apply to those groups.
+    check_no_limit(&upper)?;
+    let view_key = if window.is_none() {
+        super::view::row_converter(&output_schema)?;
+        view_key(&upper, &replacement, group_by.expr().len())
+    } else {
+        None
+    };
     Ok(ContinuousPlan {
         input,
         slot,
@@ -382,6 +417,7 @@ pub async fn plan_continuous(
             upper,
             upper_slot,
             window,
+            view_key,
         })),
         output_schema,
         task_ctx,
@@ -425,9 +461,70 @@ fn check_no_limit(plan: &Arc<dyn ExecutionPlan>) -> Result<(), EngineError> {
     })?;
     if limited {
         return Err(unsupported(
-            "LIMIT over a windowed aggregate is not supported in a continuous query (it would \
-             apply to each batch of closed windows); apply it when reading the view",
+            "LIMIT over an aggregate is not supported in a continuous query (it would apply to \
+             each micro-batch's changed groups or closed windows); apply it when reading the \
+             view",
         ));
     }
     Ok(())
+}
+
+/// The output columns of `upper` that copy the group key columns (in key order), if all of
+/// them are there. Looks through projections, filters and the nodes that only move rows; any
+/// other node (a join, say) gives `None`: the view's rows are then changed by retracting and
+/// inserting rather than by updates.
+fn view_key(
+    upper: &Arc<dyn ExecutionPlan>,
+    aggregate: &Arc<dyn ExecutionPlan>,
+    group_len: usize,
+) -> Option<Vec<usize>> {
+    let sources = column_sources(upper, aggregate)?;
+    (0..group_len)
+        .map(|g| sources.iter().position(|s| *s == Some(g)))
+        .collect()
+}
+
+/// For each output column of `plan`, the column of `aggregate`'s output it is a copy of.
+fn column_sources(
+    plan: &Arc<dyn ExecutionPlan>,
+    aggregate: &Arc<dyn ExecutionPlan>,
+) -> Option<Vec<Option<usize>>> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    if Arc::ptr_eq(plan, aggregate) {
+        return Some((0..plan.schema().fields().len()).map(Some).collect());
+    }
+    let children = plan.children();
+    let [child] = children.as_slice() else {
+        return None;
+    };
+    let below = column_sources(child, aggregate)?;
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        return Some(
+            projection
+                .expr()
+                .iter()
+                .map(|e| {
+                    e.expr
+                        .downcast_ref::<Column>()
+                        .and_then(|c| below.get(c.index()).copied().flatten())
+                })
+                .collect(),
+        );
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        return Some(match filter.projection() {
+            Some(p) => p.iter().map(|&i| below.get(i).copied().flatten()).collect(),
+            None => below,
+        });
+    }
+    match plan.name() {
+        "SortExec"
+        | "SortPreservingMergeExec"
+        | "CoalesceBatchesExec"
+        | "CoalescePartitionsExec"
+        | "RepartitionExec" => Some(below),
+        _ => None,
+    }
 }
