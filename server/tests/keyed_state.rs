@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 use tokio_postgres::types::ToSql;
 
-use crate::common::{Options, TestServer};
+use crate::common::{Lcg, Options, TestServer};
 
 const PARTITIONS: i32 = 2;
 
@@ -298,19 +298,6 @@ async fn an_updating_view_over_10_keys_equals_the_batch_query_after_each_wave() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_updating_view_over_100_000_keys_equals_the_batch_query_after_each_wave() {
     updating_views_follow_the_batch_query(100_000, &[90_000, 60_000, 500, 120_000]).await;
-}
-
-/// A small deterministic random generator for kill times (seed printed for reruns).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use rdkafka::ClientConfig;
 use tokio_postgres::types::ToSql;
 use tonic::transport::Endpoint;
 
-use crate::common::{Options, TestServer};
+use crate::common::{Lcg, Options, TestServer};
 
 /// 2026-11-01T10:00:00Z in milliseconds.
 const BASE_MS: i64 = 1_793_527_200_000;
@@ -592,19 +592,6 @@ async fn continuous_query_errors_are_clear() {
         )
         .await
         .unwrap();
-}
-
-/// A small deterministic random generator for kill times (seed printed for reruns).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

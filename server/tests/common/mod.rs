@@ -245,3 +245,16 @@ pub fn sqlstate(err: &tokio_postgres::Error) -> String {
         .map(|c| c.code().to_string())
         .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
 }
+
+/// A small deterministic random generator for kill times (seed printed for reruns).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
