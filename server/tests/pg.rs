@@ -370,6 +370,48 @@ async fn init_sql_runs_at_start_and_http_reports_health_and_metrics() {
     assert!(statements >= 1, "{metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_never_answers_does_not_stall_other_ddl() {
+    let (_work, server) = start();
+    // An S3 endpoint that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let slow = server.client().await;
+    let create = format!(
+        "CREATE EXTERNAL TABLE far STORED AS PARQUET LOCATION 's3://lake/far/' OPTIONS \
+         ('aws.endpoint' '{endpoint}', 'aws.access_key_id' 'k', 'aws.secret_access_key' 's', \
+         'aws.region' 'us-east-1')"
+    );
+    let waiting = tokio::spawn(async move { slow.simple_query(&create).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the store was expected to keep the statement waiting"
+    );
+
+    // Other DDL and the catalog go on while that statement waits on its store.
+    let client = server.client().await;
+    let quick = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.batch_execute(
+            "CREATE TABLE near (a INT); INSERT INTO near VALUES (1); DROP TABLE near",
+        ),
+    )
+    .await;
+    assert!(
+        matches!(quick, Ok(Ok(()))),
+        "DDL waited for the slow store: {quick:?}"
+    );
+    waiting.abort();
+    held.abort();
+}
+
 async fn plans_made(server: &TestServer) -> u64 {
     let metrics = http_get(server.http_addr, "/metrics").await;
     metrics

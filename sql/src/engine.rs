@@ -156,6 +156,15 @@ struct PlannedStatement {
     version: PlanVersion,
 }
 
+/// An external table read from its location, not yet in the session catalog.
+struct BuiltExternalTable {
+    command: Box<datafusion::logical_expr::CreateExternalTable>,
+    /// `None` when `IF NOT EXISTS` found the table already there (nothing was read).
+    provider: Option<Arc<dyn datafusion::catalog::TableProvider>>,
+    /// The locations as the user sees them.
+    shown: Vec<String>,
+}
+
 /// What a plan depends on besides its statement: the catalog (tables, views, sources replaced
 /// or changed), the trained models (plans capture the model they score), and the session's
 /// settings.
@@ -747,11 +756,17 @@ impl Engine {
                 self.execute_model(session, statement, prepared.sql()).await
             }
             PreparedKind::CreateExternalTable(cet) => {
-                let mut catalog = self.inner.catalog.lock().await;
                 let base_dir = self.inner.config.base_dir.clone();
-                let locations = self
-                    .create_external_table(session, (**cet).clone(), &base_dir)
+                // Reading the location (listing files, inferring the schema) may wait on a slow
+                // store: it happens before the catalog lock, so other DDL goes on meanwhile.
+                let built = self
+                    .build_external_table(session, (**cet).clone(), &base_dir)
                     .await?;
+                let mut catalog = self.inner.catalog.lock().await;
+                let locations = built.shown.clone();
+                if !self.install_external_table(session, built)? {
+                    return Ok(Output::command("CREATE TABLE"));
+                }
                 self.record_external_table(
                     session,
                     &mut catalog,
@@ -1036,9 +1051,23 @@ impl Engine {
     async fn create_external_table(
         &self,
         session: &Session,
-        mut cet: CreateExternalTable,
+        cet: CreateExternalTable,
         base_dir: &Path,
     ) -> Result<Vec<String>, EngineError> {
+        let built = self.build_external_table(session, cet, base_dir).await?;
+        let shown = built.shown.clone();
+        self.install_external_table(session, built)?;
+        Ok(shown)
+    }
+
+    /// Resolves locations, registers the object stores they need and reads the table (its
+    /// files and schema): everything that waits on storage, without the catalog lock.
+    async fn build_external_table(
+        &self,
+        session: &Session,
+        mut cet: CreateExternalTable,
+        base_dir: &Path,
+    ) -> Result<BuiltExternalTable, EngineError> {
         let (store_options, format_options) = split_options(&cet.options);
         let mut locations = Vec::with_capacity(cet.locations.len());
         let mut shown = Vec::with_capacity(cet.locations.len());
@@ -1049,13 +1078,47 @@ impl Engine {
         }
         cet.locations = locations;
         cet.options = format_options;
-        let plan = session
-            .context()
-            .state()
+        let state = session.context().state();
+        let plan = state
             .statement_to_plan(DfStatement::CreateExternalTable(cet))
             .await?;
-        match session.context().execute_logical_plan(plan).await {
-            Ok(_) => Ok(shown),
+        let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(command)) = plan else {
+            return Err(EngineError::internal(
+                "CREATE EXTERNAL TABLE did not plan as one",
+            ));
+        };
+        if command.temporary {
+            return Err(EngineError::unsupported(
+                "temporary tables are not supported",
+            ));
+        }
+        if command.if_not_exists && command.or_replace {
+            return Err(EngineError::new(
+                ErrorKind::InvalidStatement,
+                "IF NOT EXISTS cannot be used with OR REPLACE",
+            ));
+        }
+        if command.if_not_exists && session.context().table_exist(command.name.clone())? {
+            return Ok(BuiltExternalTable {
+                command,
+                provider: None,
+                shown,
+            });
+        }
+        let file_type = command.file_type.to_uppercase();
+        let factory = state
+            .table_factories()
+            .get(file_type.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::unsupported(format!("unknown file format {}", command.file_type))
+            })?;
+        match factory.create(&state, &command).await {
+            Ok(provider) => Ok(BuiltExternalTable {
+                command,
+                provider: Some(provider),
+                shown,
+            }),
             Err(err) => {
                 let err = EngineError::from(err);
                 if matches!(err.kind(), ErrorKind::Io | ErrorKind::Internal) {
@@ -1069,6 +1132,36 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Puts a built external table into the session catalog, as `IF NOT EXISTS` / `OR
+    /// REPLACE` say. Returns whether the table was created (not kept as it was).
+    fn install_external_table(
+        &self,
+        session: &Session,
+        built: BuiltExternalTable,
+    ) -> Result<bool, EngineError> {
+        let BuiltExternalTable {
+            command, provider, ..
+        } = built;
+        let context = session.context();
+        if context.table_exist(command.name.clone())? {
+            if command.if_not_exists {
+                return Ok(false);
+            }
+            if !command.or_replace {
+                return Err(EngineError::new(
+                    ErrorKind::DuplicateObject,
+                    format!("Table '{}' already exists", command.name),
+                ));
+            }
+            context.deregister_table(command.name.clone())?;
+        }
+        let provider = provider.ok_or_else(|| {
+            EngineError::internal("an external table was not read before it was installed")
+        })?;
+        context.register_table(command.name.clone(), provider)?;
+        Ok(true)
     }
 
     /// Registers the object store a location needs and returns the location as DataFusion
