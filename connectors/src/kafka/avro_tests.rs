@@ -22,10 +22,11 @@ use super::KafkaConnector;
 use crate::source::{ConnectorError, Source, SourceConfig, SourceConnector};
 
 fn fixtures() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/avro/fixtures.json"
-    );
+    // The run-time CARGO_MANIFEST_DIR (set by cargo test) wins over the compile-time one, which a
+    // build directory shared between checkouts can carry from another checkout.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let path = format!("{manifest}/../tests/fixtures/avro/fixtures.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

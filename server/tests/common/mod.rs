@@ -8,11 +8,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The repository's `tests/` folder (slt files, fixtures).
+/// The repository's `tests/` folder (slt files, fixtures). Cargo sets `CARGO_MANIFEST_DIR` when
+/// it runs the tests too; that one wins over the compile-time path, which a build directory
+/// shared between checkouts can carry from another checkout.
 pub fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("tests")
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.join("..").join("tests")
 }
 
 /// Copies `tests/data` into `dir`, so a server started in `dir` may read it.
