@@ -728,8 +728,12 @@ impl Engine {
         prepared: &Prepared,
         params: Option<ParamValues>,
     ) -> Result<Output, EngineError> {
-        let is_query = matches!(&prepared.inner.kind, PreparedKind::Plan(planned) if result_schema(&planned.plan).is_some())
-            || matches!(&prepared.inner.kind, PreparedKind::Empty);
+        // The result schema was worked out at prepare time: a plan with one is a query.
+        let is_query = match &prepared.inner.kind {
+            PreparedKind::Plan(_) => prepared.inner.schema.is_some(),
+            PreparedKind::Empty => true,
+            _ => false,
+        };
         let result = self.execute_kind(session, prepared, params).await;
         if !is_query {
             // DDL, DML, sources, streams, models, settings: what any plan refers to may have
